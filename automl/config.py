@@ -1,0 +1,166 @@
+"""Experiment configuration: strict pydantic models, loaded from YAML plus CLI overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from automl.data import DataConfig
+from automl.errors import UserError
+from search_spaces import SearchSpaceConfig
+from teachers import TeacherConfig
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainingConfig(Strict):
+    """How each student is trained by distillation."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000, description="KD epochs per trial")] = 3
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    lr: Annotated[float, Field(gt=0, le=10)] = 2e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
+    threads: Annotated[int, Field(ge=0, description="torch threads; 0 = all cores")] = 0
+
+
+class LatencyConfig(Strict):
+    """How latency is measured: median of timed forward passes after warm-up."""
+
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    warmup: Annotated[int, Field(ge=0)] = 10
+    repeats: Annotated[int, Field(ge=30, description="timed runs; the median is reported")] = 50
+    threads: Annotated[int, Field(ge=1, description="fixed torch thread count")] = 1
+
+
+class SearchConfig(Strict):
+    """The controller: which sampler, how many completed trials."""
+
+    budget: Annotated[int, Field(ge=1, description="completed trials to reach")] = 100
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    backend: Literal["optuna"] = "optuna"
+    max_failed_trials: Annotated[
+        int, Field(ge=0, description="stop when this many trials have failed")
+    ] = 50
+
+
+class ExperimentConfig(Strict):
+    """Everything a search needs; round-trips through JSON into run.json."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "digits"
+    seed: Annotated[int, Field(ge=0)] = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out: Path | None = Field(default=None, description="run directory; default runs/<name>")
+    data: DataConfig = Field(default_factory=lambda: DataConfig.model_validate({"type": "digits"}))
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out if self.out is not None else Path("runs") / self.name
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise UserError(f"cannot set {dotted}: {key} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, or raise UserError naming the file and the problem."""
+    if not path.is_file():
+        raise UserError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sections, got {type(raw)}")
+    return raw
+
+
+def validate_config(raw: dict[str, Any], source: str) -> ExperimentConfig:
+    """Validate a raw mapping; errors become one UserError naming each bad field."""
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+
+
+def load_config(
+    path: Path | None = None, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Load `path` (default configs/digits.yaml), apply dotted-key overrides, validate."""
+    path = path or DEFAULT_CONFIG
+    raw = read_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    return validate_config(raw, str(path))
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem: the dotted field, what is wrong, the value given."""
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not _is_tag(p))
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(err["loc"][:-1])
+            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"  {loc}: unknown key{hint}")
+            continue
+        given = err.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _is_tag(part: Any) -> bool:
+    """Discriminated unions add the tag value to error locations; it is no field name."""
+    return isinstance(part, str) and part in _TAGS
+
+
+_TAGS = {"digits", "image_folder", "float", "int", "choice", "fixed"}
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The field names of the model at `loc`, for an 'unknown key' message."""
+    node: Any = ExperimentConfig
+    for part in loc:
+        members = _models_in(node)
+        if _is_tag(part):
+            node = next((m for m in members if _tag_of(m) == part), None)
+            continue
+        if len(members) != 1 or part not in members[0].model_fields:
+            return []
+        node = members[0].model_fields[part].annotation
+    members = _models_in(node)
+    return sorted(members[0].model_fields) if len(members) == 1 else []
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    return field.default if field is not None else None

@@ -1,0 +1,128 @@
+"""The local controller: an Optuna multi-objective study in SQLite, driven by ask and tell."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from automl.controllers.base import Controller, ControllerTimes, SearchFailed
+from automl.rundir import TrialRecord
+from automl.trial import TrialResult, TrialStopped, run_trial
+
+DIRECTIONS = ["maximize", "minimize", "minimize"]  # val_accuracy, latency_ms, size_bytes
+INTERRUPTED = "interrupted: the search process ended before this trial finished"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; known: tpe, nsga2, random")
+
+
+class OptunaController(Controller):
+    @property
+    def study_name(self) -> str:
+        return self.config.name
+
+    def _study(self) -> optuna.Study:
+        storage = optuna.storages.RDBStorage(
+            self.run_dir.storage_url, engine_kwargs={"connect_args": {"timeout": 30}}
+        )
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            directions=DIRECTIONS,
+            load_if_exists=True,
+        )
+        # A resumed run draws from a fresh stream, so it does not repeat the first run's samples.
+        existing = len(study.get_trials(deepcopy=False))
+        study.sampler = make_sampler(self.config.search.sampler, self.config.seed + existing)
+        return study
+
+    def run(self, on_complete, on_records, progress) -> ControllerTimes:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        start = time.perf_counter()
+        study = self._study()
+        _fail_interrupted(study)
+        budget = self.config.search.budget
+        completed = _count(study, TrialState.COMPLETE)
+        failed = _count(study, TrialState.FAIL)
+        trial_seconds = 0.0
+        progress.start(budget, completed)
+        try:
+            while completed < budget:
+                trial = study.ask()
+                arch = self.space.sample(trial)
+                trial.set_user_attr("architecture", arch.flat())
+                t0 = time.perf_counter()
+                try:
+                    result, model = run_trial(arch, self.context, self.config.seed + trial.number)
+                except TrialStopped as exc:
+                    trial_seconds += time.perf_counter() - t0
+                    trial.set_user_attr("error", str(exc))
+                    study.tell(trial, state=TrialState.PRUNED)
+                    continue
+                except Exception as exc:  # a failed trial is recorded; the search goes on
+                    trial_seconds += time.perf_counter() - t0
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                    study.tell(trial, state=TrialState.FAIL)
+                    failed += 1
+                    if failed > self.config.search.max_failed_trials:
+                        raise SearchFailed(
+                            f"{failed} trials failed (search.max_failed_trials is "
+                            f"{self.config.search.max_failed_trials}); last: {type(exc).__name__}: "
+                            f"{exc}"
+                        ) from exc
+                    on_records(self.records(study))
+                    continue
+                trial_seconds += time.perf_counter() - t0
+                trial.set_user_attr("result", result.model_dump())
+                on_complete(trial.number, arch, result, model)
+                study.tell(trial, [result.val_accuracy, result.latency_ms, result.size_bytes])
+                completed += 1
+                records = self.records(study)
+                on_records(records)
+                best = max(r.result.val_accuracy for r in records if r.result is not None)
+                progress.update(
+                    completed,
+                    len(study.best_trials),
+                    best,
+                    f"#{trial.number}: acc {result.val_accuracy:.4f} "
+                    f"{result.latency_ms:.3f} ms {result.size_bytes / 1024:.0f} KiB",
+                )
+        finally:
+            progress.close()
+        return ControllerTimes(time.perf_counter() - start, trial_seconds)
+
+    def records(self, study: optuna.Study | None = None) -> list[TrialRecord]:
+        study = study or self._study()
+        return [_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
+    result = t.user_attrs.get("result")
+    return TrialRecord(
+        number=t.number,
+        state=t.state.name,
+        architecture=t.user_attrs.get("architecture"),
+        result=TrialResult.model_validate(result) if result and t.state.is_finished() else None,
+        error=t.user_attrs.get("error", ""),
+    )
+
+
+def _count(study: optuna.Study, state: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def _fail_interrupted(study: optuna.Study) -> None:
+    """Trials left RUNNING by a killed process are marked failed, with the reason."""
+    storage = study._storage
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(t._trial_id, "error", INTERRUPTED)
+        storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)

@@ -1,0 +1,55 @@
+"""Measured figures of a model: latency, packed size, MACs and parameters."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run the block with `n` intra-op threads, then restore the previous count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def latency_ms(
+    model: nn.Module,
+    example: torch.Tensor,
+    device: torch.device,
+    *,
+    repeats: int = 50,
+    warmup: int = 10,
+    threads: int = 1,
+) -> float:
+    """Median wall time of `repeats` forward passes on `example` after `warmup` untimed ones."""
+    model = model.to(device).eval()
+    x = example.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times = []
+    with torch_threads(threads):
+        for _ in range(warmup):
+            model(x)
+        sync()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def macs_and_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """Multiply-accumulates of one forward pass on `example`, and the parameter count."""
+    macs, params = tp.utils.count_ops_and_params(model.cpu().eval(), example.cpu())
+    return int(macs), int(params)

@@ -1,0 +1,94 @@
+"""Save a student as safetensors plus its architecture, and load it back into a timm model.
+
+A pruned student is the teacher's timm model with blocks dropped and layers
+narrowed. Loading rebuilds that: the timm model by name, the same blocks dropped,
+then every layer resized to the shapes stored in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from automl.candidate import drop_architecture_blocks
+from automl.stages import find_stages
+from search_spaces import Architecture
+
+
+def save_student(path: Path, model: nn.Module, arch: Architecture, meta: dict[str, Any]) -> None:
+    """Write `path` (.safetensors, the deployed fp32 weights) and `path` with .json beside it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"architecture": arch.model_dump_json()})
+    doc = {"architecture": arch.model_dump(mode="json"), **meta}
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load_student(
+    path: Path, teacher_name: str, in_chans: int, num_classes: int, image_size: tuple[int, int]
+) -> tuple[nn.Module, Architecture]:
+    """Rebuild the student stored at `path` (written by save_student); eval mode, CPU."""
+    state = load_file(str(path))
+    arch = Architecture.model_validate_json(_metadata(path)["architecture"])
+    model = timm.create_model(teacher_name, in_chans=in_chans, num_classes=num_classes)
+    stages = find_stages(model, torch.zeros(1, in_chans, *image_size))
+    drop_architecture_blocks(model, stages, arch)
+    resize_to_state(model, state)
+    model.load_state_dict(state)
+    return model.eval(), arch
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.metadata() or {}
+
+
+def resize_to_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Give every parameter and buffer of `model` the shape it has in `state`, and update the
+    layer attributes (channels, features, groups) that forward passes read."""
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        depthwise = (
+            isinstance(module, nn.Conv2d)
+            and module.groups > 1
+            and (module.groups == module.in_channels == module.out_channels)
+        )
+        for pname, tensor in list(module.named_parameters(recurse=False)):
+            new = state.get(prefix + pname)
+            if new is not None and new.shape != tensor.shape:
+                setattr(module, pname, nn.Parameter(torch.empty_like(new)))
+        for bname, tensor in list(module.named_buffers(recurse=False)):
+            new = state.get(prefix + bname)
+            if new is not None and new.shape != tensor.shape:
+                module.register_buffer(bname, torch.empty_like(new))
+        _sync_attributes(module, depthwise)
+
+
+def _sync_attributes(module: nn.Module, depthwise: bool) -> None:
+    if isinstance(module, nn.Conv2d):
+        out, in_per_group = module.weight.shape[:2]
+        if depthwise:
+            module.groups = out
+        module.out_channels = out
+        module.in_channels = in_per_group * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = (
+            module.weight.shape[0] if module.weight is not None else (module.running_mean.shape[0])
+        )
+    elif (
+        isinstance(module, nn.LayerNorm | nn.GroupNorm)
+        and getattr(module, "weight", None) is not None
+    ):
+        if isinstance(module, nn.LayerNorm):
+            module.normalized_shape = tuple(module.weight.shape)
+        else:
+            module.num_channels = module.weight.shape[0]

@@ -1,0 +1,128 @@
+"""One trial: an Architecture in, a TrialResult out. Every controller calls `run_trial`."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from automl.candidate import build_student
+from automl.config import LatencyConfig, TrainingConfig
+from automl.data import DataBundle
+from automl.measure import latency_ms, macs_and_params
+from automl.quantization import fold_fake_quant, packed_size_bytes
+from automl.stages import Stage
+from automl.training import (
+    FitSettings,
+    NonFiniteLoss,
+    accuracy,
+    distillation_loss,
+    fit,
+    seed_everything,
+)
+from search_spaces import Architecture
+
+# Called after each epoch with (epoch, val_accuracy); returns True to stop the trial early
+# (multi-fidelity schedulers such as ASHA decide through it).
+Reporter = Callable[[int, float], bool]
+
+
+class TrialStopped(Exception):
+    """A reporter stopped the trial early; its partial result is not a candidate."""
+
+    def __init__(self, epoch: int, val_accuracy: float) -> None:
+        super().__init__(f"stopped early after epoch {epoch} (val_accuracy {val_accuracy:.4f})")
+        self.epoch = epoch
+        self.val_accuracy = val_accuracy
+
+
+class TrialResult(BaseModel):
+    """The scores of one student. The search optimises val_accuracy, latency_ms and size_bytes;
+    test_accuracy is recorded but never optimised."""
+
+    val_accuracy: float
+    test_accuracy: float
+    latency_ms: float
+    size_bytes: int
+    params: int
+    macs: int
+    train_seconds: float
+    epochs: int
+
+
+@dataclass
+class TrialContext:
+    """What every trial shares: built once per search and reused (teacher logits included)."""
+
+    teacher: nn.Module
+    stages: list[Stage]
+    data: DataBundle
+    teacher_logits: torch.Tensor  # (N_train, num_classes)
+    training: TrainingConfig
+    latency: LatencyConfig
+    device: torch.device
+
+
+def run_trial(
+    arch: Architecture, ctx: TrialContext, seed: int, reporter: Reporter | None = None
+) -> tuple[TrialResult, nn.Module]:
+    """Build, distil and score one student; returns its result and its deployed form
+    (fake-quant folded into the weights, eval mode, CPU).
+
+    Raises NonFiniteLoss on a NaN loss and TrialStopped when the reporter stops it.
+    """
+    seed_everything(seed)
+    start = time.perf_counter()
+    data = ctx.data
+    calibration = (data.train.x[:64], data.train.y[:64])
+    student = build_student(ctx.teacher, ctx.stages, arch, calibration)
+    model = student.model
+    loss_fn = distillation_loss(
+        ctx.teacher_logits.to(ctx.device), arch.kd_temperature, arch.kd_alpha
+    )
+    t = ctx.training
+    settings = FitSettings(t.epochs, t.lr, t.weight_decay, t.batch_size)
+
+    def on_epoch(epoch: int) -> bool:
+        if reporter is None:
+            return False
+        val = accuracy(model, data.val, ctx.device)
+        if reporter(epoch, val):
+            raise TrialStopped(epoch, val)
+        return False
+
+    epochs = fit(model, data.train, loss_fn, settings, ctx.device, seed, on_epoch)
+    train_seconds = time.perf_counter() - start
+    model = model.cpu().eval()
+    size = packed_size_bytes(model, student.bits_of)
+    fold_fake_quant(model)
+    val_acc = accuracy(model, data.val, ctx.device)
+    if not math.isfinite(val_acc):
+        raise NonFiniteLoss("validation accuracy is not finite")
+    example = data.example_input(ctx.latency.batch_size)
+    lat = latency_ms(
+        model,
+        example,
+        ctx.device,
+        repeats=ctx.latency.repeats,
+        warmup=ctx.latency.warmup,
+        threads=ctx.latency.threads,
+    )
+    model = model.cpu()
+    macs, params = macs_and_params(model, data.example_input(1))
+    result = TrialResult(
+        val_accuracy=val_acc,
+        test_accuracy=accuracy(model, data.test, torch.device("cpu")),
+        latency_ms=lat,
+        size_bytes=size,
+        params=params,
+        macs=macs,
+        train_seconds=round(train_seconds, 3),
+        epochs=epochs,
+    )
+    return result, model

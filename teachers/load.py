@@ -1,0 +1,86 @@
+"""Create a timm teacher by name and load weights from local files, with clear errors."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from automl.errors import UserError
+
+
+def create_teacher(
+    name: str, in_chans: int, num_classes: int, pretrained: bool = False
+) -> nn.Module:
+    """A timm model shaped for the data; unknown names get the closest known ones."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UserError(
+            f"teacher.model: unknown timm model {name!r}{hint} (see timm.list_models())"
+        )
+    try:
+        model = timm.create_model(
+            name, pretrained=pretrained, in_chans=in_chans, num_classes=num_classes
+        )
+    except (OSError, RuntimeError) as exc:
+        if pretrained:
+            raise UserError(
+                f"teacher.pretrained: could not load hub weights for {name!r} ({exc}); "
+                "without network access, set teacher.checkpoint to a local file instead"
+            ) from None
+        raise
+    if not getattr(model, "feature_info", None):
+        raise UserError(f"teacher.model: {name!r} has no feature_info; choose a timm CNN")
+    return model
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read weights from .safetensors, or a torch file holding a state dict (weights_only)."""
+    if not path.is_file():
+        raise UserError(f"teacher.checkpoint: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise UserError(f"teacher.checkpoint: cannot read {path}: {exc}") from None
+    except Exception as exc:  # unpickling errors carry many types
+        raise UserError(
+            f"teacher.checkpoint: {path} is not a weights-only state dict ({type(exc).__name__}: "
+            f"{exc}); save it with torch.save(model.state_dict(), path) or as .safetensors"
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"teacher.checkpoint: {path} does not hold a state dict of tensors")
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` strictly; a mismatch names the first missing, unexpected or mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shaped:
+        parts = [
+            f"{label} ({len(items)}): {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape", shaped),
+            )
+            if items
+        ]
+        raise UserError(f"{source} does not fit this model: " + "; ".join(parts))
+    model.load_state_dict(state)

@@ -1,0 +1,30 @@
+"""The teacher section of an experiment config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TeacherConfig(BaseModel):
+    """A timm model by name; weights from a local file, the hub, or trained here and cached."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Annotated[str, Field(min_length=1, description="timm model name")] = "resnet18"
+    checkpoint: Path | None = Field(
+        default=None, description="local weights: .safetensors, or a torch state dict"
+    )
+    pretrained: bool = Field(default=False, description="start from timm hub weights (online)")
+    epochs: Annotated[
+        int, Field(ge=0, le=1000, description="training epochs; 0 with a checkpoint")
+    ] = 30
+    lr: Annotated[float, Field(gt=0, le=10)] = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 5e-4
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    augment_shift: Annotated[int, Field(ge=0, le=16, description="random shift in pixels")] = 2
+    cache_dir: Path = Field(
+        default=Path(".cache/teachers"), description="where trained teachers live"
+    )
