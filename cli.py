@@ -47,20 +47,9 @@ def search(
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
     from automl.errors import UserError
-    from automl.search import run_search
+    from automl.search import resume_config, run_search
 
     try:
-        cfg = _load(
-            config,
-            {
-                "search.budget": budget,
-                "training.epochs": epochs,
-                "seed": seed,
-                "search.sampler": sampler,
-                "out": out,
-                "name": name,
-            },
-        )
         if resume:
             extra = [
                 flag
@@ -70,13 +59,27 @@ def search(
                     ("--sampler", sampler),
                     ("--config", config),
                 )
-                if v
+                if v is not None
             ]
             if extra:
                 _fail(
                     f"--resume continues a run with its own config; drop {', '.join(extra)} "
                     "(only --budget may raise its budget)"
                 )
+            run_path = _load(None, {"out": out, "name": name}).run_dir
+            cfg = resume_config(run_path, budget)
+        else:
+            cfg = _load(
+                config,
+                {
+                    "search.budget": budget,
+                    "training.epochs": epochs,
+                    "seed": seed,
+                    "search.sampler": sampler,
+                    "out": out,
+                    "name": name,
+                },
+            )
         summary = run_search(cfg, resume=resume)
     except UserError as exc:
         _fail(str(exc))

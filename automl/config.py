@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from automl.data import DataConfig
+from automl.data.digits import DigitsConfig
 from automl.errors import UserError
 from search_spaces import SearchSpaceConfig
 from teachers import TeacherConfig
@@ -57,7 +58,7 @@ class ExperimentConfig(Strict):
     seed: Annotated[int, Field(ge=0)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out: Path | None = Field(default=None, description="run directory; default runs/<name>")
-    data: DataConfig = Field(default_factory=lambda: DataConfig.model_validate({"type": "digits"}))
+    data: DataConfig = Field(default_factory=DigitsConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -19,8 +19,8 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     points = np.asarray(points, dtype=float)
     keep = [
         i
-        for i in range(len(points))
-        if not any(dominates(points[j], points[i]) for j in range(len(points)) if j != i)
+        for i, p in enumerate(points)
+        if not np.any(np.all(points <= p, axis=1) & np.any(points < p, axis=1))
     ]
     return np.asarray(keep, dtype=int)
 

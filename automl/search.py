@@ -24,7 +24,7 @@ from automl.errors import UserError
 from automl.measure import latency_ms, macs_and_params
 from automl.progress import SearchProgress, make_progress
 from automl.report import build_report
-from automl.rundir import RunDir, TrialRecord, front_of, pareto_document
+from automl.rundir import RunDir, TrialRecord, pareto_document
 from automl.stages import find_stages
 from automl.student_io import save_student
 from automl.trial import TrialContext, TrialResult
@@ -103,30 +103,35 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def open_run(config: ExperimentConfig, resume: bool) -> tuple[ExperimentConfig, RunDir]:
-    """Check the run directory against --resume; on resume, the run's own config is used
-    (its budget may be raised by `config.search.budget`)."""
+def resume_config(run_path: Path, budget: int | None = None) -> ExperimentConfig:
+    """The config stored in a run directory's run.json; `budget` may raise its budget."""
+    run_dir = RunDir(run_path)
+    if not run_dir.run_json.is_file():
+        raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
+    stored = run_dir.read_run()["config"]
+    if budget is not None:
+        stored["search"]["budget"] = max(stored["search"]["budget"], budget)
+    return validate_config(stored, str(run_dir.run_json))
+
+
+def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
+    """The run directory, checked: a new search never writes over an existing run."""
     run_dir = RunDir(config.run_dir)
-    if resume:
-        if not run_dir.run_json.is_file():
-            raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
-        stored = run_dir.read_run()["config"]
-        stored["search"]["budget"] = max(stored["search"]["budget"], config.search.budget)
-        return validate_config(stored, str(run_dir.run_json)), run_dir
-    if run_dir.run_json.exists() or run_dir.study_db.exists():
+    if not resume and (run_dir.run_json.exists() or run_dir.study_db.exists()):
         raise UserError(
             f"run directory {run_dir.path} already holds a run; continue it with --resume, "
             "or choose another --name or --out"
         )
-    return config, run_dir
+    return run_dir
 
 
 def run_search(
     config: ExperimentConfig, resume: bool = False, progress: SearchProgress | None = None
 ) -> SearchSummary:
-    """Run (or resume) a search to its budget and write the run directory."""
+    """Run a search to its budget and write the run directory. With `resume`, continue the
+    run already there; pass the config from `resume_config`."""
     wall_start = time.perf_counter()
-    config, run_dir = open_run(config, resume)
+    run_dir = open_run(config, resume)
     data, teacher, device = prepare(config)
     teacher_seconds = time.perf_counter() - wall_start
     stages = find_stages(teacher.model, data.example_input())
@@ -171,10 +176,12 @@ def run_search(
             {"trial": number, "teacher": teacher.card.model, **result.model_dump()},
         )
 
-    def on_records(records: list[TrialRecord]) -> None:
+    def on_records(records: list[TrialRecord]) -> list[TrialRecord]:
+        pareto = pareto_document(records, figures, run_dir)
         run_dir.write_trials(records)
-        run_dir.write_json(run_dir.pareto_json, pareto_document(records, figures, run_dir))
-        run_dir.prune_weights({r.number for r in front_of(records, figures)})
+        run_dir.write_json(run_dir.pareto_json, pareto)
+        run_dir.prune_weights({m["trial"] for m in pareto["front"]})
+        return [r for r in records if r.number in {m["trial"] for m in pareto["front"]}]
 
     setup_seconds = time.perf_counter() - wall_start
     times = controller.run(on_complete, on_records, progress or make_progress())

@@ -16,8 +16,8 @@ from search_spaces import Architecture, BoundSearchSpace
 # Called by a controller for each completed trial, before it is recorded as complete:
 # (trial number, architecture, result, deployed student) -> None. Saves weights, updates files.
 OnComplete = Callable[[int, Architecture, TrialResult, nn.Module], None]
-# Called after any trial ends, with every record so far.
-OnRecords = Callable[[list[TrialRecord]], None]
+# Called after any trial ends, with every record so far; returns the current Pareto front.
+OnRecords = Callable[[list[TrialRecord]], list[TrialRecord]]
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import optuna
+import sqlalchemy
 from optuna.trial import TrialState
 
 from automl.controllers.base import Controller, ControllerTimes, SearchFailed
@@ -34,6 +35,7 @@ class OptunaController(Controller):
         storage = optuna.storages.RDBStorage(
             self.run_dir.storage_url, engine_kwargs={"connect_args": {"timeout": 30}}
         )
+        _fast_commits(storage)
         study = optuna.create_study(
             study_name=self.study_name,
             storage=storage,
@@ -86,12 +88,11 @@ class OptunaController(Controller):
                 on_complete(trial.number, arch, result, model)
                 study.tell(trial, [result.val_accuracy, result.latency_ms, result.size_bytes])
                 completed += 1
-                records = self.records(study)
-                on_records(records)
-                best = max(r.result.val_accuracy for r in records if r.result is not None)
+                front = on_records(self.records(study))
+                best = max(r.result.val_accuracy for r in front if r.result is not None)
                 progress.update(
                     completed,
-                    len(study.best_trials),
+                    len(front),
                     best,
                     f"#{trial.number}: acc {result.val_accuracy:.4f} "
                     f"{result.latency_ms:.3f} ms {result.size_bytes / 1024:.0f} KiB",
@@ -114,6 +115,20 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         result=TrialResult.model_validate(result) if result and t.state.is_finished() else None,
         error=t.user_attrs.get("error", ""),
     )
+
+
+def _fast_commits(storage: optuna.storages.RDBStorage) -> None:
+    """Write-ahead log and synchronous=NORMAL: every commit survives a killed process (what
+    --resume needs), without an fsync per parameter; per trial that saves tens of ms."""
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    storage.engine.dispose()  # connections opened so far lack the pragmas
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
 
 
 def _count(study: optuna.Study, state: TrialState) -> int:

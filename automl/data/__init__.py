@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from automl.data import digits, image_folder
 from automl.data.bundle import DataBundle, Split
 
+
+def _digits_by_default(raw: Any) -> Any:
+    """A data section without `type` means the built-in digits."""
+    return {"type": "digits", **raw} if isinstance(raw, dict) and "type" not in raw else raw
+
+
 DataConfig = Annotated[
-    digits.DigitsConfig | image_folder.ImageFolderConfig, Field(discriminator="type")
+    digits.DigitsConfig | image_folder.ImageFolderConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_digits_by_default),
 ]
 
 _LOADERS: dict[str, Callable[..., DataBundle]] = {

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from automl.data import Split
+from automl.training import (
+    FitSettings,
+    NonFiniteLoss,
+    distillation_loss,
+    fit,
+    kd_loss,
+    random_shift,
+)
+
+
+def test_kd_loss_mixes_ce_and_scaled_kl():
+    s, t = torch.randn(6, 10), torch.randn(6, 10)
+    y = torch.randint(0, 10, (6,))
+    out = kd_loss(s, t, y, temperature=4.0, alpha=0.0)
+    assert torch.allclose(out["loss"], F.cross_entropy(s, y))
+    same = kd_loss(t, t, y, temperature=4.0, alpha=1.0)
+    assert same["kd_loss"].abs() < 1e-6
+    kl = F.kl_div(F.log_softmax(s / 2, -1), F.softmax(t / 2, -1), reduction="batchmean")
+    assert torch.allclose(kd_loss(s, t, y, 2.0, 1.0)["loss"], 4 * kl, atol=1e-6)
+    assert set(out) == {"loss", "task_loss", "kd_loss", "output"}
+
+
+def test_nan_teacher_logits_raise_non_finite_loss():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    train = Split(torch.randn(20, 1, 4, 4), torch.randint(0, 3, (20,)))
+    loss = distillation_loss(torch.full((20, 3), float("nan")), 2.0, 0.5)
+    with pytest.raises(NonFiniteLoss, match="epoch 1"):
+        fit(model, train, loss, FitSettings(2, 1e-3, 0.0, 8), torch.device("cpu"), seed=0)
+
+
+def test_fit_learns_a_separable_problem_and_stops_on_request():
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 2, 2)
+    y = (x.flatten(1).sum(1) > 0).long()
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    loss = lambda logits, labels, idx: {"loss": F.cross_entropy(logits, labels)}  # noqa: E731
+    epochs = fit(model, Split(x, y), loss, FitSettings(30, 0.05, 0.0, 16), torch.device("cpu"), 0)
+    assert epochs == 30
+    assert (model(x).argmax(1) == y).float().mean() > 0.95
+    stopped = fit(
+        model,
+        Split(x, y),
+        loss,
+        FitSettings(30, 0.05, 0.0, 16),
+        torch.device("cpu"),
+        0,
+        on_epoch=lambda e: e == 2,
+    )
+    assert stopped == 2
+
+
+def test_random_shift_moves_content_within_bounds():
+    x = torch.zeros(50, 1, 9, 9)
+    x[:, :, 4, 4] = 1.0
+    g = torch.Generator().manual_seed(0)
+    shifted = random_shift(x, 2, g)
+    pos = shifted.flatten(1).argmax(1)
+    rows, cols = pos // 9, pos % 9
+    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
+    assert len(set(pos.tolist())) > 5

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import optuna
+import torch
+
+from automl.stages import find_stages
+from automl.trial import TrialContext, run_trial
+from search_spaces import create_search_space
+
+
+def _context(tiny) -> TrialContext:
+    config, data, teacher = tiny
+    stages = find_stages(teacher.model, data.example_input())
+    return TrialContext(
+        teacher.model,
+        stages,
+        data,
+        teacher.train_logits,
+        config.training,
+        config.latency,
+        torch.device("cpu"),
+    )
+
+
+def test_trial_scores_a_smaller_student_without_running_the_teacher(tiny):
+    ctx = _context(tiny)
+    teacher = ctx.teacher
+    calls = []
+    handle = teacher.register_forward_hook(
+        lambda m, i, o: calls.append(1) if m is teacher else None
+    )
+    try:
+        arch = (
+            create_search_space()
+            .bind(ctx.stages)
+            .sample(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3)).ask())
+        )
+        result, model = run_trial(arch, ctx, seed=0)
+    finally:
+        handle.remove()
+    assert calls == []  # KD used the cached logits
+    assert 0.0 <= result.test_accuracy <= 1.0 and 0.0 <= result.val_accuracy <= 1.0
+    assert result.latency_ms > 0 and result.macs > 0 and result.epochs == 1
+    assert result.params == sum(p.numel() for p in model.parameters())
+    assert result.params < sum(p.numel() for p in teacher.parameters())
+    assert result.size_bytes < result.params * 4 or all(s.bits == 32 for s in arch.stages)
