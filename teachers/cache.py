@@ -18,7 +18,6 @@ from typing import Any
 import timm
 import torch
 from pydantic import BaseModel
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 class TeacherCard(BaseModel):
     model: str
     fingerprint: str
-    source: str  # "trained", "checkpoint:<path>", "pretrained+trained"
+    source: str  # "scratch+trained", "pretrained+trained", "checkpoint:<path>[+trained]"
     data: str
     data_fingerprint: str
     val_accuracy: float
@@ -117,7 +116,7 @@ def _load_cached(config, data, directory, expected):
     try:
         load_weights(model, load_file(str(directory / "model.safetensors")), "cached teacher")
         logits = load_file(str(directory / "logits.safetensors"))["train"]
-    except (SafetensorError, OSError, KeyError, Exception) as exc:  # a broken cache is rebuilt
+    except Exception as exc:  # a cache is only a cache: an unreadable one is rebuilt
         log.warning("teacher cache %s is unreadable (%s); rebuilding it", directory, exc)
         return None
     if logits.shape != (len(data.train), data.num_classes):
