@@ -180,8 +180,9 @@ def run_search(
         pareto = pareto_document(records, figures, run_dir)
         run_dir.write_trials(records)
         run_dir.write_json(run_dir.pareto_json, pareto)
-        run_dir.prune_weights({m["trial"] for m in pareto["front"]})
-        return [r for r in records if r.number in {m["trial"] for m in pareto["front"]}]
+        on_front = {m["trial"] for m in pareto["front"]}
+        run_dir.prune_weights(on_front)
+        return [r for r in records if r.number in on_front]
 
     setup_seconds = time.perf_counter() - wall_start
     times = controller.run(on_complete, on_records, progress or make_progress())
