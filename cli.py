@@ -15,8 +15,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Find compact students of a timm teacher: prune, quantize, distil.",
 )
-stderr = Console(stderr=True)
-stdout = Console()
+stderr = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML experiment config")]
 
@@ -44,6 +44,18 @@ def search(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in the run dir")
     ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="optuna (this machine) | ray (a Ray cluster)")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster HOST:PORT; none starts a local instance")
+    ] = None,
+    max_concurrent: Annotated[int | None, typer.Option(help="Ray: trials at once")] = None,
+    cpus_per_trial: Annotated[float | None, typer.Option(help="Ray: CPUs per trial")] = None,
+    gpus_per_trial: Annotated[float | None, typer.Option(help="Ray: GPUs per trial")] = None,
+    early_stop: Annotated[
+        str | None, typer.Option(help="Ray: none | asha (stop weak students early)")
+    ] = None,
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
     from automl.errors import UserError
@@ -58,16 +70,22 @@ def search(
                     ("--seed", seed),
                     ("--sampler", sampler),
                     ("--config", config),
+                    ("--backend", backend),
+                    ("--max-concurrent", max_concurrent),
+                    ("--cpus-per-trial", cpus_per_trial),
+                    ("--gpus-per-trial", gpus_per_trial),
+                    ("--early-stop", early_stop),
                 )
                 if v is not None
             ]
             if extra:
                 _fail(
                     f"--resume continues a run with its own config; drop {', '.join(extra)} "
-                    "(only --budget may raise its budget)"
+                    "(only --budget may raise its budget, and --address point a Ray run at "
+                    "its cluster)"
                 )
             run_path = _load(None, {"out": out, "name": name}).run_dir
-            cfg = resume_config(run_path, budget)
+            cfg = resume_config(run_path, budget, address)
         else:
             cfg = _load(
                 config,
@@ -78,6 +96,12 @@ def search(
                     "search.sampler": sampler,
                     "out": out,
                     "name": name,
+                    "search.backend": backend,
+                    "ray.address": address,
+                    "ray.max_concurrent": max_concurrent,
+                    "ray.cpus_per_trial": cpus_per_trial,
+                    "ray.gpus_per_trial": gpus_per_trial,
+                    "ray.early_stop": early_stop,
                 },
             )
         summary = run_search(cfg, resume=resume)
@@ -111,6 +135,187 @@ def teacher(
         _fail(str(exc))
     stdout.print_json(t.card.model_dump_json())
     stdout.print(f"cached in {t.cache_dir}", highlight=False)
+
+
+RunArg = Annotated[Path, typer.Argument(help="run directory of a search, e.g. runs/digits")]
+BatchOpt = Annotated[int, typer.Option("--batch", help="the larger batch size measured")]
+RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="interleaved timing rounds")]
+
+
+def _settings(run, batch: int, rounds: int):
+    from automl.remeasure import MeasureSettings
+
+    if batch < 1:
+        _fail(f"--batch must be at least 1, got {batch}")
+    sizes = (1,) if batch == 1 else (1, batch)
+    return MeasureSettings(batch_sizes=sizes, rounds=rounds, threads=run.config.latency.threads)
+
+
+def _say(message: str) -> None:
+    stderr.print(message, highlight=False, markup=False)
+
+
+@app.command()
+def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> None:
+    """Re-measure the front and the teacher together (PyTorch and ONNX Runtime, batch 1 and
+    --batch), then rewrite pareto.json and report.html."""
+    from automl.errors import UserError
+    from automl.remeasure import rebuild_report
+    from automl.runs import open_search_run
+
+    try:
+        run = open_search_run(run_path)
+        pareto = rebuild_report(run, _settings(run, batch, rounds), _say)
+    except UserError as exc:
+        _fail(str(exc))
+    _print_front(pareto)
+    stdout.print(f"rewrote {run.run_dir.pareto_json} and {run.run_dir.report_html}")
+
+
+def _print_front(pareto: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from automl.pick import figures_of
+
+    table = Table(title="Pareto front, re-measured (latency: ONNX Runtime, batch 1)")
+    for col in ("trial", "val acc", "test acc", "latency ms", "speed-up", "ONNX", "kB"):
+        table.add_column(col, justify="right")
+    for m in sorted(pareto["front"], key=lambda m: -m["val_accuracy"]):
+        f = figures_of(m)
+        knee = " knee" if m["trial"] == pareto.get("knee_trial") else ""
+        speedup = m["speedup"]["onnxruntime"].get("batch_1")
+        table.add_row(
+            f"{m['trial']}{knee}",
+            f"{m['val_accuracy']:.4f}",
+            f"{m['test_accuracy']:.4f}",
+            f"{f.latency_ms:.3f}",
+            "-" if speedup is None else f"{speedup:.1f}x",
+            m["deployed"].get("format", "failed"),
+            f"{f.size_bytes / 1000:.1f}",
+        )
+    stdout.print(table)
+
+
+@app.command()
+def pick(
+    run_path: RunArg,
+    max_latency_ms: Annotated[
+        float | None, typer.Option(help="ONNX Runtime batch-1 latency limit")
+    ] = None,
+    max_size_kb: Annotated[
+        float | None, typer.Option(help="model.onnx size limit, kilobytes of 1000 bytes")
+    ] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option(help="validation accuracy floor, 0..1")
+    ] = None,
+    trial: Annotated[int | None, typer.Option(help="export this front trial")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="export folder (default <run>/export/trial_NNNN)")
+    ] = None,
+    batch: BatchOpt = 32,
+    rounds: RoundsOpt = 7,
+) -> None:
+    """Pick the most accurate front model within the limits and export it (ONNX, weights,
+    architecture, model card). Exit status 1 when no model fits."""
+    from automl.deploy import ExportCheckFailed
+    from automl.errors import UserError
+    from automl.export import check_out_dir, export_trial
+    from automl.pick import Constraints, choose
+    from automl.remeasure import rebuild_report
+    from automl.runs import open_search_run
+
+    constraints = Constraints(max_latency_ms, max_size_kb, min_accuracy)
+    if trial is not None and constraints != Constraints():
+        _fail("--trial picks one model by number; drop the other constraints")
+    for flag, value in (("--max-latency-ms", max_latency_ms), ("--max-size-kb", max_size_kb)):
+        if value is not None and value <= 0:
+            _fail(f"{flag} must be positive, got {value}")
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        _fail(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
+    try:
+        run = open_search_run(run_path)
+        if trial is not None:
+            run.member(trial)
+        if out is not None:
+            check_out_dir(out)
+        settings = _settings(run, batch, rounds)
+        if not all("measured_latency_ms" in m for m in run.front):
+            _say("the front has not been re-measured yet; running `report` first")
+            rebuild_report(run, settings, _say)
+        if trial is None:
+            choice = choose(run.front, constraints)
+            if choice.picked is None:
+                lines = [f"no front model meets {constraints.describe()}; closest:"]
+                for f, miss in choice.closest:
+                    misses = ", ".join(
+                        f"accuracy by {100 * v:.1f} points" if k == "accuracy" else f"{k} +{v:.0%}"
+                        for k, v in miss.items()
+                        if v
+                    )
+                    lines.append(f"  {f.describe()}  (misses {misses})")
+                stderr.print("\n".join(lines), highlight=False, markup=False)
+                raise typer.Exit(1)
+            trial = choice.picked.trial
+        out = out or run.run_dir.path / "export" / f"trial_{trial:04d}"
+        command = (
+            f"python cli.py train {out / 'architecture.json'} --run {run.run_dir.path} "
+            f"--seed {run.trial_seed(trial)}"
+        )
+        card = export_trial(run, trial, out, settings, command)
+    except UserError as exc:
+        _fail(str(exc))
+    except ExportCheckFailed as exc:
+        stderr.print(f"[bold red]export failed:[/] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    m = card["metrics"]
+    lat = card["onnxruntime_latency_ms"]["model.onnx"]
+    stdout.print(
+        f"picked trial {trial} ({constraints.describe()}): val {m['val_accuracy']:.4f}, "
+        f"test {m['test_accuracy']:.4f} (ONNX Runtime {m['onnx_test_accuracy']:.4f}), "
+        f"{card['format']} model.onnx {m['onnx_bytes'] / 1000:.1f} kB, "
+        f"{lat['batch_1']:.3f} ms at batch 1\nexported to {out}",
+        highlight=False,
+    )
+
+
+@app.command()
+def train(
+    architecture: Annotated[
+        Path, typer.Argument(help="architecture.json of an export, or models/trial_NNNN.json")
+    ],
+    run_path: Annotated[
+        Path | None, typer.Option("--run", help="take the config of this run")
+    ] = None,
+    config: ConfigOpt = None,
+    seed: Annotated[int | None, typer.Option(help="trial seed (default: the config's)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
+    no_kd: Annotated[
+        bool, typer.Option("--no-kd", help="cross-entropy only, no distillation")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="save the trained student here")] = None,
+) -> None:
+    """Train and score one architecture with the search's recipe (data, teacher, epochs)."""
+    from automl.errors import UserError
+    from automl.retrain import read_architecture, train_architecture
+
+    if run_path is not None and config is not None:
+        _fail("give either --run or --config, not both")
+    try:
+        arch = read_architecture(architecture)
+        if run_path is not None:
+            from automl.runs import open_search_run
+
+            cfg = open_search_run(run_path).config
+            if epochs is not None:
+                cfg = cfg.model_copy(
+                    update={"training": cfg.training.model_copy(update={"epochs": epochs})}
+                )
+        else:
+            cfg = _load(config, {"training.epochs": epochs})
+        result = train_architecture(cfg, arch, cfg.seed if seed is None else seed, not no_kd, out)
+    except UserError as exc:
+        _fail(str(exc))
+    stdout.print_json(result.model_dump_json())
 
 
 def main() -> None:

@@ -45,10 +45,30 @@ class SearchConfig(Strict):
 
     budget: Annotated[int, Field(ge=1, description="completed trials to reach")] = 100
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    backend: Literal["optuna"] = "optuna"
+    backend: Literal["optuna", "ray"] = "optuna"
     max_failed_trials: Annotated[
         int, Field(ge=0, description="stop when this many trials have failed")
     ] = 50
+
+
+class RayConfig(Strict):
+    """The Ray Tune backend (`search.backend: ray`): where it runs and how trials share it."""
+
+    address: str | None = Field(
+        default=None,
+        description="HOST:PORT of a running cluster (or 'auto'); none starts a local instance "
+        "on 127.0.0.1",
+    )
+    max_concurrent: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="trials at once; default: as many as the cluster's CPUs fit"
+    )
+    cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
+    gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
+    early_stop: Literal["none", "asha"] = "none"
+    max_retries: Annotated[
+        int, Field(ge=0, description="retries of a trial whose worker died (node failure)")
+    ] = 3
+    dashboard: bool = Field(default=False, description="start Ray's dashboard (local only)")
 
 
 class ExperimentConfig(Strict):
@@ -64,6 +84,7 @@ class ExperimentConfig(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -14,7 +14,6 @@ import optuna
 import timm
 import torch
 import torch_pruning as tp
-from torch import nn
 
 import automl
 from automl.config import ExperimentConfig, validate_config
@@ -23,10 +22,10 @@ from automl.data import DataBundle, load_data
 from automl.errors import UserError
 from automl.measure import latency_ms, macs_and_params
 from automl.progress import SearchProgress, make_progress
-from automl.report import build_report
+from automl.report import build_report, trial_points
 from automl.rundir import RunDir, TrialRecord, pareto_document
 from automl.stages import find_stages
-from automl.student_io import save_student
+from automl.student_io import write_student
 from automl.trial import TrialContext, TrialResult
 from search_spaces import Architecture
 from teachers.cache import Teacher, get_teacher
@@ -42,6 +41,10 @@ class SearchSummary:
     hypervolume: float
     wall_seconds: float
     controller_overhead_fraction: float
+
+
+def report_title(name: str) -> str:
+    return f"Compression search: {name}"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -103,14 +106,19 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def resume_config(run_path: Path, budget: int | None = None) -> ExperimentConfig:
-    """The config stored in a run directory's run.json; `budget` may raise its budget."""
+def resume_config(
+    run_path: Path, budget: int | None = None, address: str | None = None
+) -> ExperimentConfig:
+    """The config stored in a run directory's run.json; `budget` may raise its budget and
+    `address` name the Ray cluster (it may have moved since)."""
     run_dir = RunDir(run_path)
     if not run_dir.run_json.is_file():
         raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
     stored = run_dir.read_run()["config"]
     if budget is not None:
         stored["search"]["budget"] = max(stored["search"]["budget"], budget)
+    if address is not None:
+        stored.setdefault("ray", {})["address"] = address
     return validate_config(stored, str(run_dir.run_json))
 
 
@@ -168,10 +176,10 @@ def run_search(
     )
     controller = create_controller(config.search.backend, config, run_dir, space, context)
 
-    def on_complete(number: int, arch: Architecture, result: TrialResult, model: nn.Module):
-        save_student(
+    def on_complete(number: int, arch: Architecture, result: TrialResult, weights: bytes):
+        write_student(
             run_dir.weights_path(number),
-            model,
+            weights,
             arch,
             {"trial": number, "teacher": teacher.card.model, **result.model_dump()},
         )
@@ -190,7 +198,7 @@ def run_search(
     on_records(records)
     pareto = pareto_document(records, figures, run_dir)
     run_dir.report_html.write_text(
-        build_report(pareto, records, f"Compression search: {config.name}")
+        build_report(pareto, trial_points(records), report_title(config.name))
     )
     wall = time.perf_counter() - wall_start
     run_doc["sessions"].append(

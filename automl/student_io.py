@@ -13,7 +13,7 @@ from typing import Any
 
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from automl.candidate import drop_architecture_blocks
@@ -21,12 +21,23 @@ from automl.stages import find_stages
 from search_spaces import Architecture
 
 
-def save_student(path: Path, model: nn.Module, arch: Architecture, meta: dict[str, Any]) -> None:
-    """Write `path` (.safetensors, the deployed fp32 weights) and `path` with .json beside it."""
+def student_bytes(model: nn.Module, arch: Architecture) -> bytes:
+    """The student as a safetensors file in memory, its architecture in the metadata."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"architecture": arch.model_dump_json()})
+    return save(state, metadata={"architecture": arch.model_dump_json()})
+
+
+def write_student(path: Path, weights: bytes, arch: Architecture, meta: dict[str, Any]) -> None:
+    """Write `weights` (from student_bytes) to `path` and its architecture and `meta` to `path`
+    with .json beside it."""
+    path.write_bytes(weights)
     doc = {"architecture": arch.model_dump(mode="json"), **meta}
     path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def save_student(path: Path, model: nn.Module, arch: Architecture, meta: dict[str, Any]) -> None:
+    """Write `path` (.safetensors, the deployed fp32 weights) and `path` with .json beside it."""
+    write_student(path, student_bytes(model, arch), arch, meta)
 
 
 def load_student(

@@ -21,6 +21,7 @@ from automl.training import (
     FitSettings,
     NonFiniteLoss,
     accuracy,
+    cross_entropy_loss,
     distillation_loss,
     fit,
     seed_everything,
@@ -69,10 +70,15 @@ class TrialContext:
 
 
 def run_trial(
-    arch: Architecture, ctx: TrialContext, seed: int, reporter: Reporter | None = None
+    arch: Architecture,
+    ctx: TrialContext,
+    seed: int,
+    reporter: Reporter | None = None,
+    kd: bool = True,
 ) -> tuple[TrialResult, nn.Module]:
     """Build, distil and score one student; returns its result and its deployed form
-    (fake-quant folded into the weights, eval mode, CPU).
+    (fake-quant folded into the weights, eval mode, CPU). With `kd=False` the student learns
+    from the labels alone (cross-entropy), the baseline that shows what distillation adds.
 
     Raises NonFiniteLoss on a NaN loss and TrialStopped when the reporter stops it.
     """
@@ -82,8 +88,10 @@ def run_trial(
     calibration = (data.train.x[:64], data.train.y[:64])
     student = build_student(ctx.teacher, ctx.stages, arch, calibration)
     model = student.model
-    loss_fn = distillation_loss(
-        ctx.teacher_logits.to(ctx.device), arch.kd_temperature, arch.kd_alpha
+    loss_fn = (
+        distillation_loss(ctx.teacher_logits.to(ctx.device), arch.kd_temperature, arch.kd_alpha)
+        if kd
+        else cross_entropy_loss
     )
     t = ctx.training
     settings = FitSettings(t.epochs, t.lr, t.weight_decay, t.batch_size)

@@ -62,3 +62,15 @@ def default_teacher(tmp_path_factory) -> tuple[ExperimentConfig, DataBundle, Tea
     config = load_config(None, {"teacher.cache_dir": str(cache), "device": "cpu"})
     data, teacher, _ = prepare(config)
     return config, data, teacher
+
+
+@pytest.fixture(scope="session")
+def searched_run(tiny, teacher_cache, tmp_path_factory) -> Path:
+    """A finished tiny search (4 students, 2 distillation epochs each), before `report`."""
+    from automl.search import run_search
+
+    out = tmp_path_factory.mktemp("searched") / "tiny"
+    raw = tiny_raw(teacher_cache, out, budget=4)
+    raw["training"]["epochs"] = 2
+    run_search(validate_config(raw, "test"))
+    return out

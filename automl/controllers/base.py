@@ -6,16 +6,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
 from automl.config import ExperimentConfig
 from automl.rundir import RunDir, TrialRecord
 from automl.trial import TrialContext, TrialResult
 from search_spaces import Architecture, BoundSearchSpace
 
 # Called by a controller for each completed trial, before it is recorded as complete:
-# (trial number, architecture, result, deployed student) -> None. Saves weights, updates files.
-OnComplete = Callable[[int, Architecture, TrialResult, nn.Module], None]
+# (trial number, architecture, result, the deployed student as safetensors bytes, from
+# student_io.student_bytes) -> None. Saves the weights.
+OnComplete = Callable[[int, Architecture, TrialResult, bytes], None]
 # Called after any trial ends, with every record so far; returns the current Pareto front.
 OnRecords = Callable[[list[TrialRecord]], list[TrialRecord]]
 

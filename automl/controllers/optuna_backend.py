@@ -9,7 +9,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from automl.controllers.base import Controller, ControllerTimes, SearchFailed
-from automl.rundir import TrialRecord
+from automl.rundir import RunDir, TrialRecord
+from automl.student_io import student_bytes
 from automl.trial import TrialResult, TrialStopped, run_trial
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # val_accuracy, latency_ms, size_bytes
@@ -32,26 +33,16 @@ class OptunaController(Controller):
         return self.config.name
 
     def _study(self) -> optuna.Study:
-        storage = optuna.storages.RDBStorage(
-            self.run_dir.storage_url, engine_kwargs={"connect_args": {"timeout": 30}}
-        )
-        _fast_commits(storage)
-        study = optuna.create_study(
-            study_name=self.study_name,
-            storage=storage,
-            directions=DIRECTIONS,
-            load_if_exists=True,
-        )
+        study = open_study(self.run_dir, self.study_name)
         # A resumed run draws from a fresh stream, so it does not repeat the first run's samples.
-        existing = len(study.get_trials(deepcopy=False))
-        study.sampler = make_sampler(self.config.search.sampler, self.config.seed + existing)
+        study.sampler = make_sampler(self.config.search.sampler, resumed_seed(study, self.config))
         return study
 
     def run(self, on_complete, on_records, progress) -> ControllerTimes:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         start = time.perf_counter()
         study = self._study()
-        _fail_interrupted(study)
+        fail_interrupted(study)
         budget = self.config.search.budget
         completed = _count(study, TrialState.COMPLETE)
         failed = _count(study, TrialState.FAIL)
@@ -85,7 +76,7 @@ class OptunaController(Controller):
                     continue
                 trial_seconds += time.perf_counter() - t0
                 trial.set_user_attr("result", result.model_dump())
-                on_complete(trial.number, arch, result, model)
+                on_complete(trial.number, arch, result, student_bytes(model, arch))
                 study.tell(trial, [result.val_accuracy, result.latency_ms, result.size_bytes])
                 completed += 1
                 front = on_records(self.records(study))
@@ -102,8 +93,35 @@ class OptunaController(Controller):
         return ControllerTimes(time.perf_counter() - start, trial_seconds)
 
     def records(self, study: optuna.Study | None = None) -> list[TrialRecord]:
-        study = study or self._study()
-        return [_record(t) for t in study.get_trials(deepcopy=False)]
+        return study_records(study or self._study())
+
+
+def open_study(run_dir: RunDir, name: str) -> optuna.Study:
+    """The run's multi-objective study in its SQLite file, created on first use."""
+    return optuna.create_study(
+        study_name=name, storage=open_storage(run_dir), directions=DIRECTIONS, load_if_exists=True
+    )
+
+
+def open_storage(run_dir: RunDir) -> optuna.storages.RDBStorage:
+    storage = optuna.storages.RDBStorage(
+        run_dir.storage_url, engine_kwargs={"connect_args": {"timeout": 30}}
+    )
+    _fast_commits(storage)
+    return storage
+
+
+def resumed_seed(study: optuna.Study, config) -> int:
+    """Seed + trials so far: a resumed run samples from a stream of its own."""
+    return config.seed + len(study.get_trials(deepcopy=False))
+
+
+def study_records(study: optuna.Study) -> list[TrialRecord]:
+    return [_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+# User attributes that become extra trials.csv columns when a backend sets them.
+EXTRA_ATTRS = ("node_id",)
 
 
 def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
@@ -114,6 +132,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         architecture=t.user_attrs.get("architecture"),
         result=TrialResult.model_validate(result) if result and t.state.is_finished() else None,
         error=t.user_attrs.get("error", ""),
+        extra={k: t.user_attrs[k] for k in EXTRA_ATTRS if k in t.user_attrs},
     )
 
 
@@ -135,7 +154,7 @@ def _count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
-def _fail_interrupted(study: optuna.Study) -> None:
+def fail_interrupted(study: optuna.Study) -> None:
     """Trials left RUNNING by a killed process are marked failed, with the reason."""
     storage = study._storage
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
