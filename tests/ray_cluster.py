@@ -31,8 +31,9 @@ FAST_HEALTH_CHECKS = {
 
 
 class LoopbackCluster:
-    def __init__(self, head_cpus: int = 1) -> None:
+    def __init__(self, head_cpus: int = 1, dashboard: bool = False) -> None:
         self.head_cpus = head_cpus
+        self.dashboard = dashboard
         self.home = Path(tempfile.mkdtemp(prefix="rayhome"))
         # Short: Ray's unix socket paths live under it and must stay under 108 bytes.
         self.temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
@@ -97,7 +98,7 @@ class LoopbackCluster:
                 str(self.temp),
                 "--disable-usage-stats",
                 "--include-dashboard",
-                "false",
+                str(self.dashboard).lower(),
             ],
             check=True,
         )

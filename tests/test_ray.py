@@ -75,32 +75,36 @@ def test_local_instance_listens_on_loopback_only_and_searches(tiny, teacher_cach
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = LoopbackCluster(head_cpus=1).start(workers=1)
+    # The dashboard serves Ray jobs; in the namespace it can only listen on loopback.
+    c = LoopbackCluster(head_cpus=1, dashboard=True).start(workers=1)
     try:
         yield c
     finally:
         c.stop()
 
 
-def search(cluster: LoopbackCluster, config: Path, *args: str, **kw) -> subprocess.Popen:
+def cli_in(cluster: LoopbackCluster, *args: str) -> subprocess.Popen:
+    """`cli.py ARGS` as a driver inside the cluster's network namespace."""
     return cluster.popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "search",
-            "--config",
-            str(config),
-            "--backend",
-            "ray",
-            "--address",
-            cluster.address,
-            *args,
-        ],
+        [sys.executable, str(ROOT / "cli.py"), *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kw,
+    )
+
+
+def search(cluster: LoopbackCluster, config: Path, *args: str) -> subprocess.Popen:
+    return cli_in(
+        cluster,
+        "search",
+        "--config",
+        str(config),
+        "--backend",
+        "ray",
+        "--address",
+        cluster.address,
+        *args,
     )
 
 
@@ -156,6 +160,31 @@ def test_early_stopping_with_asha(cluster, tiny, teacher_cache, tmp_path):
     assert not front & {int(r["number"]) for r in stopped}
 
 
+def test_search_submitted_as_a_ray_job(cluster, cluster_config):
+    """The README's `ray job submit` command, against the head's dashboard."""
+    search = (
+        f"cd {ROOT} && python cli.py search --config {cluster_config} --backend ray "
+        "--address auto --budget 2"
+    )
+    proc = cluster.run(
+        ["ray", "job", "submit", "--address", "http://127.0.0.1:8265", "--", "bash", "-c", search],
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout + proc.stderr
+    assert len(completed(cluster_config.parent / "run")) == 2
+
+
+def test_cluster_yaml_is_valid_for_ray_up():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "configs" / "ray" / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))  # Ray's own schema; raises when invalid
+    assert config["provider"]["type"] == "local"
+    assert any("RAY_AUTH_MODE=token" in c for c in config["worker_start_ray_commands"])
+
+
 def test_resume_after_the_driver_is_killed(cluster, cluster_config):
     run = cluster_config.parent / "run"
     proc = search(cluster, cluster_config)
@@ -163,22 +192,7 @@ def test_resume_after_the_driver_is_killed(cluster, cluster_config):
     before = completed(run)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    resumed = cluster.popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "search",
-            "--resume",
-            "--out",
-            str(run),
-            "--address",
-            cluster.address,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    resumed = cli_in(cluster, "search", "--resume", "--out", str(run), "--address", cluster.address)
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
     after = completed(run)

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -138,13 +139,25 @@ def test_other_samplers_run(tiny, teacher_cache, tmp_path, sampler):
 
 
 def _complete(db: Path, name: str) -> dict[int, tuple]:
+    """Completed trials, read without writing: while the search process creates the schema,
+    an Optuna storage opened here would try to create it too."""
     if not db.exists():
         return {}
     try:
-        study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
-    except KeyError:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            rows = con.execute(
+                "SELECT t.number, v.objective, v.value FROM trials t "
+                "JOIN studies s ON s.study_id = t.study_id "
+                "JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE s.study_name = ? AND t.state = 'COMPLETE' ORDER BY t.number, v.objective",
+                (name,),
+            ).fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
         return {}
-    return {t.number: tuple(t.values) for t in study.trials if t.state.name == "COMPLETE"}
+    done: dict[int, list] = {}
+    for number, _, value in rows:
+        done.setdefault(number, []).append(value)
+    return {n: tuple(v) for n, v in done.items()}
 
 
 def test_sigkill_then_resume_loses_and_repeats_no_trial(tiny, teacher_cache, tmp_path):
