@@ -112,6 +112,14 @@ def _card(run, member, deployed, latency, data, out, command) -> dict[str, Any]:
             "search_latency_ms": member["latency_ms"],
         },
         "onnxruntime_latency_ms": latency,
+        # Measured, not assumed: tiny int8 models can be slower than fp32 (quantize and
+        # dequantize steps cost more than narrow integer convolutions save).
+        "int8_speedup_vs_fp32": {
+            batch: round(latency["fp32 export"][batch] / ms, 3)
+            for batch, ms in latency["model.onnx"].items()
+        }
+        if "fp32 export" in latency
+        else None,
         "latency_settings": {
             "threads": run.config.latency.threads,
             "note": "ONNX Runtime CPU execution provider, median of interleaved rounds, "
@@ -162,6 +170,15 @@ def card_markdown(card: dict[str, Any]) -> str:
         for name, figures in lat.items()
     )
     pre = card["preprocess"]
+    ratio = card["int8_speedup_vs_fp32"]
+    speedup = (
+        "\nint8 against its fp32 export, measured: "
+        + ", ".join(f"{b.replace('_', ' ')} {x:.2f}x" for b, x in ratio.items())
+        + (" (below 1: slower; the int8 file is still smaller)" if min(ratio.values()) < 1 else "")
+        + "\n"
+        if ratio
+        else ""
+    )
     return f"""# Model card: trial {card["trial"]} of {card["run"]}
 
 An {card["format"]} ONNX student of `{t["model"]}`, distilled on `{card["data"]["name"]}`.
@@ -182,6 +199,7 @@ ONNX Runtime latency ({card["latency_settings"]["threads"]} thread(s)):
 {header}
 {rule}
 {rows}
+{speedup}
 
 ## Input
 

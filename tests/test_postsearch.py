@@ -116,6 +116,13 @@ def test_pick_exports_a_model_that_runs_from_its_card(reported, tmp_path):
     assert "train" in card["reproduce"] and "--seed" in card["reproduce"]
     assert abs(card["metrics"]["onnx_test_accuracy"] - card["metrics"]["test_accuracy"]) <= 0.005
     assert "Reproduce" in (out / "card.md").read_text()
+    lat = card["onnxruntime_latency_ms"]
+    assert set(lat["model.onnx"]) == {"batch_1", "batch_32"}
+    if card["format"] == "int8":  # measured against its own fp32 export, side by side
+        assert card["int8_speedup_vs_fp32"]["batch_32"] == pytest.approx(
+            lat["fp32 export"]["batch_32"] / lat["model.onnx"]["batch_32"], rel=0.01
+        )
+        assert card["metrics"]["onnx_bytes"] <= 0.30 * card["metrics"]["fp32_onnx_bytes"]
 
     # A user's view: raw digits, the card, ONNX Runtime. No code of this tool.
     digits = load_digits()
