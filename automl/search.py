@@ -103,7 +103,18 @@ def library_versions() -> dict[str, str]:
         "timm": timm.__version__,
         "optuna": optuna.__version__,
         "torch_pruning": getattr(tp, "__version__", "unknown"),
+        **{name: _installed(name) for name in ("onnxruntime", "ray") if _installed(name)},
     }
+
+
+def _installed(distribution: str) -> str:
+    """The installed version of a distribution, '' when it is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return ""
 
 
 def resume_config(
