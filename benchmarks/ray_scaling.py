@@ -39,7 +39,8 @@ MARK_END = "<!-- ray_scaling:end -->"
 
 
 def measure(workers: int, budget: int, out: Path) -> dict[str, float]:
-    cluster = LoopbackCluster(head_cpus=0).start(workers=workers)
+    # Ray's default health checks: the fast ones of the tests cost CPU the trials share here.
+    cluster = LoopbackCluster(head_cpus=0, fast_health_checks=False).start(workers=workers)
     try:
         proc = cluster.run(
             [

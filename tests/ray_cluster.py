@@ -31,9 +31,12 @@ FAST_HEALTH_CHECKS = {
 
 
 class LoopbackCluster:
-    def __init__(self, head_cpus: int = 1, dashboard: bool = False) -> None:
+    def __init__(
+        self, head_cpus: int = 1, dashboard: bool = False, fast_health_checks: bool = True
+    ) -> None:
         self.head_cpus = head_cpus
         self.dashboard = dashboard
+        self.fast_health_checks = fast_health_checks
         self.home = Path(tempfile.mkdtemp(prefix="rayhome"))
         # Short: Ray's unix socket paths live under it and must stay under 108 bytes.
         self.temp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
@@ -63,8 +66,9 @@ class LoopbackCluster:
             HOME=str(self.home),
             PATH=f"{BIN}:{env.get('PATH', '')}",
             RAY_USAGE_STATS_ENABLED="0",
-            **FAST_HEALTH_CHECKS,
         )
+        if self.fast_health_checks:
+            env.update(FAST_HEALTH_CHECKS)
         env["RAY_AUTH_MODE"] = "token"
         env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # set to 0, it forbids worker nodes
         return env
