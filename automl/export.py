@@ -20,7 +20,7 @@ import torch
 
 from automl.deploy import deploy_onnx
 from automl.errors import UserError
-from automl.measure import interleaved_latency_ms
+from automl.measure import batch_of, interleaved_latency_ms
 from automl.onnx_runtime import INPUT_NAME, OUTPUT_NAME, session
 from automl.remeasure import MeasureSettings
 from automl.runs import SearchRun
@@ -80,7 +80,7 @@ def _latency(onnx: Path, fp32: Path | None, images: torch.Tensor, settings: Meas
             continue
         sess = session(path, settings.threads)
         for b in settings.batch_sizes:
-            x = images.repeat(-(-b // len(images)), 1, 1, 1)[:b].numpy()
+            x = batch_of(images, b).numpy()
             runners[f"{name}|batch_{b}"] = lambda s=sess, x=x: s.run(None, {INPUT_NAME: x})
     times = interleaved_latency_ms(
         runners, rounds=settings.rounds, calls=settings.calls, warmup=settings.warmup

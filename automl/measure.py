@@ -57,6 +57,12 @@ def macs_and_params(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
     return int(macs), int(params)
 
 
+def batch_of(images: torch.Tensor, n: int) -> torch.Tensor:
+    """A batch of exactly `n` inputs: `images` repeated as often as needed, then cut."""
+    reps = -(-n // len(images))
+    return images.repeat(reps, 1, 1, 1)[:n].contiguous()
+
+
 def interleaved_latency_ms(
     runners: dict[str, Callable[[], object]],
     *,

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from automl.deploy import DeployedOnnx, ExportCheckFailed, deploy_onnx
-from automl.measure import interleaved_latency_ms, torch_threads
+from automl.measure import batch_of, interleaved_latency_ms, torch_threads
 from automl.onnx_runtime import INPUT_NAME, session
 from automl.pareto import knee_point
 from automl.runs import SearchRun
@@ -45,11 +45,6 @@ class MeasureSettings:
 
 def onnx_dir(run: SearchRun) -> Path:
     return run.run_dir.path / "onnx"
-
-
-def _batch(images: torch.Tensor, n: int) -> torch.Tensor:
-    reps = -(-n // len(images))
-    return images.repeat(reps, 1, 1, 1)[:n].contiguous()
 
 
 def remeasure(
@@ -79,7 +74,7 @@ def remeasure(
     runners: dict[tuple[str, str, int], Callable[[], object]] = {}
     for key, model in models.items():
         for b in settings.batch_sizes:
-            x = _batch(data.test.x, b)
+            x = batch_of(data.test.x, b)
             runners[(key, "torch", b)] = lambda model=model, x=x: model(x)
             dep = deployed[key]
             if isinstance(dep, DeployedOnnx):
