@@ -10,6 +10,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from automl.controllers import list_controllers
+from automl.controllers.samplers import list_samplers
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -38,14 +41,14 @@ def search(
     budget: Annotated[int | None, typer.Option(help="completed trials to reach")] = None,
     epochs: Annotated[int | None, typer.Option(help="distillation epochs per trial")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    sampler: Annotated[str | None, typer.Option(help="tpe | nsga2 | random")] = None,
+    sampler: Annotated[str | None, typer.Option(help=" | ".join(list_samplers()))] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>)")] = None,
     name: Annotated[str | None, typer.Option(help="run and study name")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in the run dir")
     ] = False,
     backend: Annotated[
-        str | None, typer.Option(help="optuna (this machine) | ray (a Ray cluster)")
+        str | None, typer.Option(help=f"{' | '.join(list_controllers())} (optuna: this machine)")
     ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster HOST:PORT; none starts a local instance")
@@ -59,7 +62,7 @@ def search(
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
     from automl.errors import UserError
-    from automl.search import resume_config, run_search
+    from automl.run.search import resume_config, run_search
 
     try:
         if resume:
@@ -127,10 +130,10 @@ def teacher(
 ) -> None:
     """Train the config's teacher (or load it from the cache) and show its card."""
     from automl.errors import UserError
-    from automl.search import prepare
+    from automl.experiment import prepare
 
     try:
-        _, t, _ = prepare(_load(config, {"seed": seed}), retrain=retrain)
+        t = prepare(_load(config, {"seed": seed}), retrain=retrain).teacher
     except UserError as exc:
         _fail(str(exc))
     stdout.print_json(t.card.model_dump_json())
@@ -143,7 +146,7 @@ RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="interleaved tim
 
 
 def _settings(run, batch: int, rounds: int):
-    from automl.remeasure import MeasureSettings
+    from automl.deploy.remeasure import MeasureSettings
 
     if batch < 1:
         _fail(f"--batch must be at least 1, got {batch}")
@@ -159,9 +162,9 @@ def _say(message: str) -> None:
 def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> None:
     """Re-measure the front and the teacher together (PyTorch and ONNX Runtime, batch 1 and
     --batch), then rewrite pareto.json and report.html."""
+    from automl.deploy.remeasure import rebuild_report
     from automl.errors import UserError
-    from automl.remeasure import rebuild_report
-    from automl.runs import open_search_run
+    from automl.run.finished import open_search_run
 
     try:
         run = open_search_run(run_path)
@@ -172,25 +175,26 @@ def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> Non
     stdout.print(f"rewrote {run.run_dir.pareto_json} and {run.run_dir.report_html}")
 
 
-def _print_front(pareto: dict[str, Any]) -> None:
+def _print_front(pareto: Any) -> None:
     from rich.table import Table
 
-    from automl.pick import figures_of
+    from automl.deploy.pick import figures_of
+    from automl.run.documents import Deployed
 
     table = Table(title="Pareto front, re-measured (latency: ONNX Runtime, batch 1)")
     for col in ("trial", "val acc", "test acc", "latency ms", "speed-up", "ONNX", "kB"):
         table.add_column(col, justify="right")
-    for m in sorted(pareto["front"], key=lambda m: -m["val_accuracy"]):
+    for m in sorted(pareto.front, key=lambda m: -m.val_accuracy):
         f = figures_of(m)
-        knee = " knee" if m["trial"] == pareto.get("knee_trial") else ""
-        speedup = m["speedup"]["onnxruntime"].get("batch_1")
+        knee = " knee" if m.trial == pareto.knee_trial else ""
+        speedup = (m.speedup or {}).get("onnxruntime", {}).get("batch_1")
         table.add_row(
-            f"{m['trial']}{knee}",
-            f"{m['val_accuracy']:.4f}",
-            f"{m['test_accuracy']:.4f}",
+            f"{m.trial}{knee}",
+            f"{m.val_accuracy:.4f}",
+            f"{m.test_accuracy:.4f}",
             f"{f.latency_ms:.3f}",
             "-" if speedup is None else f"{speedup:.1f}x",
-            m["deployed"].get("format", "failed"),
+            m.deployed.format if isinstance(m.deployed, Deployed) else "failed",
             f"{f.size_bytes / 1000:.1f}",
         )
     stdout.print(table)
@@ -217,12 +221,13 @@ def pick(
 ) -> None:
     """Pick the most accurate front model within the limits and export it (ONNX, weights,
     architecture, model card). Exit status 1 when no model fits."""
-    from automl.deploy import ExportCheckFailed
+    from automl.deploy.check import ExportCheckFailed
+    from automl.deploy.export import check_out_dir, export_trial
+    from automl.deploy.pick import Constraints, choose
+    from automl.deploy.remeasure import rebuild_report
     from automl.errors import UserError
-    from automl.export import check_out_dir, export_trial
-    from automl.pick import Constraints, choose
-    from automl.remeasure import rebuild_report
-    from automl.runs import open_search_run
+    from automl.run.finished import open_search_run
+    from automl.run.layout import trial_key
 
     constraints = Constraints(max_latency_ms, max_size_kb, min_accuracy)
     if trial is not None and constraints != Constraints():
@@ -239,7 +244,7 @@ def pick(
         if out is not None:
             check_out_dir(out)
         settings = _settings(run, batch, rounds)
-        if not all("measured_latency_ms" in m for m in run.front):
+        if not all(m.measured_latency_ms is not None for m in run.front):
             _say("the front has not been re-measured yet; running `report` first")
             rebuild_report(run, settings, _say)
         if trial is None:
@@ -256,7 +261,7 @@ def pick(
                 stderr.print("\n".join(lines), highlight=False, markup=False)
                 raise typer.Exit(1)
             trial = choice.picked.trial
-        out = out or run.run_dir.path / "export" / f"trial_{trial:04d}"
+        out = out or run.run_dir.path / "export" / trial_key(trial)
         command = (
             f"python cli.py train {out / 'architecture.json'} --run {run.run_dir.path} "
             f"--seed {run.trial_seed(trial)}"
@@ -295,15 +300,15 @@ def train(
     out: Annotated[Path | None, typer.Option(help="save the trained student here")] = None,
 ) -> None:
     """Train and score one architecture with the search's recipe (data, teacher, epochs)."""
+    from automl.deploy.retrain import read_architecture, train_architecture
     from automl.errors import UserError
-    from automl.retrain import read_architecture, train_architecture
 
     if run_path is not None and config is not None:
         _fail("give either --run or --config, not both")
     try:
         arch = read_architecture(architecture)
         if run_path is not None:
-            from automl.runs import open_search_run
+            from automl.run.finished import open_search_run
 
             cfg = open_search_run(run_path).config
             if epochs is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from automl.data import DataConfig
 from automl.data.digits import DigitsConfig
@@ -40,12 +42,28 @@ class LatencyConfig(Strict):
     threads: Annotated[int, Field(ge=1, description="fixed torch thread count")] = 1
 
 
+def _registered_sampler(name: str) -> str:
+    from automl.controllers.samplers import list_samplers
+
+    if name not in list_samplers():
+        raise ValueError(f"unknown sampler {name!r}; registered: {', '.join(list_samplers())}")
+    return name
+
+
+def _registered_backend(name: str) -> str:
+    from automl.controllers import list_controllers
+
+    if name not in list_controllers():
+        raise ValueError(f"unknown backend {name!r}; registered: {', '.join(list_controllers())}")
+    return name
+
+
 class SearchConfig(Strict):
     """The controller: which sampler, how many completed trials."""
 
     budget: Annotated[int, Field(ge=1, description="completed trials to reach")] = 100
-    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    backend: Literal["optuna", "ray"] = "optuna"
+    sampler: Annotated[str, AfterValidator(_registered_sampler)] = "tpe"
+    backend: Annotated[str, AfterValidator(_registered_backend)] = "optuna"
     max_failed_trials: Annotated[
         int, Field(ge=0, description="stop when this many trials have failed")
     ] = 50
@@ -74,6 +92,10 @@ class RayConfig(Strict):
 class ExperimentConfig(Strict):
     """Everything a search needs; round-trips through JSON into run.json."""
 
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules to import first: techniques registered outside the package",
+    )
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "digits"
     seed: Annotated[int, Field(ge=0)] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -85,6 +107,21 @@ class ExperimentConfig(Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, raw: Any) -> Any:
+        """Plugins register their techniques on import, before `search_space` is checked."""
+        plugins = raw.get("plugins") if isinstance(raw, dict) else None
+        for module in plugins if isinstance(plugins, list) else []:
+            try:
+                importlib.import_module(str(module))
+            except Exception as exc:
+                raise ValueError(
+                    f"plugins: cannot import {module!r} ({type(exc).__name__}: {exc}); a plugin "
+                    "is a module on the Python path, e.g. my_techniques for my_techniques.py"
+                ) from None
+        return raw
 
     @property
     def run_dir(self) -> Path:
@@ -139,7 +176,13 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem: the dotted field, what is wrong, the value given."""
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not _is_tag(p))
+        loc = ".".join(str(p) for p in err["loc"] if not _is_tag(p) and p != "dimensions")
+        msg = err["msg"].removeprefix("Value error, ")
+        named = _NAMED.match(msg)  # "bits: ..." from a validator names a key below `loc`
+        if named:
+            loc, msg = ".".join(filter(None, [loc, named["key"]])), named["rest"]
+            lines.append(f"  {loc}: {msg}")
+            continue
         if err["type"] == "extra_forbidden":
             allowed = _allowed_keys(err["loc"][:-1])
             hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
@@ -147,8 +190,11 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             continue
         given = err.get("input")
         shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  {loc}: {err['msg']}{shown}")
+        lines.append(f"  {loc}: {msg}{shown}")
     return "\n".join(lines)
+
+
+_NAMED = re.compile(r"^(?P<key>[A-Za-z_][\w.]*): (?P<rest>.+)$", re.DOTALL)
 
 
 def _is_tag(part: Any) -> bool:

@@ -1,22 +1,23 @@
-"""One trial: an Architecture in, a TrialResult out. Every controller calls `run_trial`."""
+"""One trial: an Architecture in, a TrialResult out. Every controller calls `run_trial`, and
+records what became of each trial as a `TrialRecord`."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
-from automl.candidate import build_student
 from automl.config import LatencyConfig, TrainingConfig
 from automl.data import DataBundle
 from automl.measure import latency_ms, macs_and_params
-from automl.quantization import fold_fake_quant, packed_size_bytes
 from automl.stages import Stage
+from automl.student.build import build_student, fold, packed_size_bytes
 from automl.training import (
     FitSettings,
     NonFiniteLoss,
@@ -42,8 +43,8 @@ class TrialStopped(Exception):
         self.val_accuracy = val_accuracy
 
 
-class TrialResult(BaseModel):
-    """The scores of one student. The search optimises val_accuracy, latency_ms and size_bytes;
+class Scores(BaseModel):
+    """What a trial measures of one student (`automl.objectives` names the ones optimised);
     test_accuracy is recorded but never optimised."""
 
     val_accuracy: float
@@ -53,7 +54,27 @@ class TrialResult(BaseModel):
     params: int
     macs: int
     train_seconds: float
+
+
+class TrialResult(Scores):
+    """The scores of one trial and the epochs it trained (fewer when stopped early)."""
+
     epochs: int
+
+
+TrialState = Literal["COMPLETE", "FAIL", "PRUNED", "RUNNING", "WAITING"]
+
+
+@dataclass
+class TrialRecord:
+    """One trial as every controller reports it. PRUNED: stopped early by a scheduler."""
+
+    number: int
+    state: TrialState
+    architecture: Architecture | None = None
+    result: TrialResult | None = None
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # controller columns, e.g. node_id
 
 
 @dataclass
@@ -107,8 +128,8 @@ def run_trial(
     epochs = fit(model, data.train, loss_fn, settings, ctx.device, seed, on_epoch)
     train_seconds = time.perf_counter() - start
     model = model.cpu().eval()
-    size = packed_size_bytes(model, student.bits_of)
-    fold_fake_quant(model)
+    size = packed_size_bytes(student, arch)
+    fold(model)
     val_acc = accuracy(model, data.val, ctx.device)
     if not math.isfinite(val_acc):
         raise NonFiniteLoss("validation accuracy is not finite")

@@ -15,24 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from automl.deploy import calibration_images  # noqa: E402
-from automl.measure import interleaved_latency_ms  # noqa: E402
-from automl.onnx_runtime import (  # noqa: E402
-    INPUT_NAME,
-    deploy_format,
-    export_fp32,
-    ort_accuracy,
-    quantize_int8,
-    session,
-)
-from automl.runs import open_search_run  # noqa: E402
+from automl.compress import onnx_format
+from automl.deploy.check import calibration_images
+from automl.deploy.onnx import INPUT_NAME, export_fp32, ort_accuracy, quantize_int8, session
+from automl.measure import interleaved_latency_ms
+from automl.run.finished import open_search_run
+from automl.student.build import deploy_form
 
 
 def main() -> None:
@@ -49,16 +40,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for m in run.front:
             model, arch = run.load_model(m, data)
-            if deploy_format(arch) != "int8":
+            if onnx_format(deploy_form(arch)) != "int8":
                 continue
-            fp32 = export_fp32(model, data.example_input(1), Path(tmp) / f"{m['trial']}_fp32.onnx")
+            fp32 = export_fp32(model, data.example_input(1), Path(tmp) / f"{m.trial}_fp32.onnx")
             int8 = quantize_int8(
                 fp32,
-                calibration_images(data, run.trial_seed(m["trial"])),
-                Path(tmp) / f"{m['trial']}_int8.onnx",
+                calibration_images(data, run.trial_seed(m.trial)),
+                Path(tmp) / f"{m.trial}_int8.onnx",
             )
             row = {
-                "trial": m["trial"],
+                "trial": m.trial,
                 "fp32_bytes": fp32.stat().st_size,
                 "int8_bytes": int8.stat().st_size,
             }
@@ -66,7 +57,7 @@ def main() -> None:
                 sess = session(path, args.threads)
                 row[f"{name}_acc"] = ort_accuracy(sess, x_test, y_test)
                 for b, x in batches.items():
-                    runners[f"{m['trial']}|{name}|{b}"] = lambda s=sess, x=x: s.run(
+                    runners[f"{m.trial}|{name}|{b}"] = lambda s=sess, x=x: s.run(
                         None, {INPUT_NAME: x}
                     )
             rows.append(row)

@@ -4,7 +4,9 @@
 
 Reads run.json and pareto.json; prints the wall time, the controller's overhead, the
 front, and whether a model lies within 1 point of the teacher's val accuracy at no more
-than 5% of its size and 50% of its latency. Exits 1 when a check fails.
+than 5% of its size and 50% of its latency. Also checks the shipped teacher recipe (digits,
+resnet18, 30 epochs) reaches 97% test accuracy: the test suite trains a shorter one. Exits 1
+when a check fails.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def main(run_dir: Path) -> int:
             f"({100 * size:4.1f}%){'  *' if ok else ''}"
         )
     checks = {
+        "teacher reaches 97% test accuracy": teacher["test_accuracy"] >= 0.97,
         "front holds at least 5 models": len(front) >= 5,
         "a model within 1 point of the teacher at <=5% size, <=50% latency (*)": bool(good),
         "controller overhead under 5% of the search": overhead < 0.05 * search,

@@ -5,17 +5,18 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
-from search_spaces.architecture import Architecture, StageArchitecture
+from search_spaces.architecture import Architecture
 from search_spaces.dimensions import ChoiceDim, Dimension, FixedDim, FloatDim, IntDim, Suggester
 
-# Each preset lists only what it changes from SearchSpaceConfig's defaults.
+# Each preset lists only what it changes from the defaults (those of SearchSpaceConfig and of
+# each technique's own `space`).
 SEARCH_SPACES: dict[str, dict[str, Any]] = {
-    # per stage: channels kept, blocks kept, weight bits; criterion and KD recipe
+    # depth, channels and weight bits per stage; pruning criterion and KD recipe
     "stagewise": {},
     # one channels-kept fraction and one bit-width for the whole network: a smaller space
     "uniform": {"shared_stages": True},
     # structured pruning and distillation only; weights stay fp32
-    "pruning": {"bits": 32, "stem_head_bits": 32},
+    "pruning": {"techniques": ["depth", "channels"]},
 }
 
 
@@ -40,7 +41,6 @@ __all__ = [
     "FloatDim",
     "IntDim",
     "SearchSpaceConfig",
-    "StageArchitecture",
     "Suggester",
     "create_search_space",
     "list_search_spaces",

@@ -7,6 +7,8 @@ same space drives Optuna, Ray Tune's OptunaSearch and property tests.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from itertools import islice
 from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -24,8 +26,26 @@ class Suggester(Protocol):
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any: ...
 
 
+# Ranges longer than this are checked at their ends only, so checking a space costs O(1).
+PROBE_LIMIT = 1000
+
+
 class _Dim(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def probe(self) -> list[Any]:
+        """The values a space is checked with: every value of a short range or list, the ends
+        (and the first step) of a long one."""
+        values = list(islice(self._values(), PROBE_LIMIT + 1))
+        if len(values) <= PROBE_LIMIT:
+            return values
+        return [*values[:2], self._last()]
+
+    def _values(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _last(self) -> Any:
+        raise NotImplementedError
 
 
 class FloatDim(_Dim):
@@ -46,12 +66,23 @@ class FloatDim(_Dim):
     def sample(self, name: str, s: Suggester) -> float:
         return s.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
 
-    def grid(self) -> list[float]:
-        """The extremes (and every grid point when stepped): used to check a space up front."""
+    def _values(self) -> Iterator[float]:
         if self.step is None:
-            return [self.low, self.high]
+            yield from (self.low, self.high)
+            return
         n = math.floor((self.high - self.low) / self.step + 1e-9)
-        return [round(self.low + i * self.step, 10) for i in range(n + 1)]
+        yield from (round(self.low + i * self.step, 10) for i in range(n + 1))
+
+    def _last(self) -> float:
+        if self.step is None:
+            return self.high
+        return round(
+            self.low + math.floor((self.high - self.low) / self.step + 1e-9) * self.step, 10
+        )
+
+    def describe(self) -> str:
+        step = f" step {self.step:g}" if self.step is not None else ""
+        return f"{self.low:g}..{self.high:g}{step}{' log' if self.log else ''}"
 
 
 class IntDim(_Dim):
@@ -74,9 +105,18 @@ class IntDim(_Dim):
             return self.low
         return s.suggest_int(name, self.low, self.high, step=self.step)
 
-    def grid(self) -> list[int]:
-        assert self.low is not None and self.high is not None
-        return list(range(self.low, self.high + 1, self.step))
+    def _values(self) -> Iterator[int]:
+        assert self.low is not None and self.high is not None, "bind the bounds first"
+        yield from range(self.low, self.high + 1, self.step)
+
+    def _last(self) -> int:
+        assert self.low is not None and self.high is not None, "bind the bounds first"
+        return self.low + (self.high - self.low) // self.step * self.step
+
+    def describe(self) -> str:
+        low = "stage's fewest" if self.low is None else str(self.low)
+        high = "stage's all" if self.high is None else str(self.high)
+        return f"{low}..{high}" + (f" step {self.step}" if self.step != 1 else "")
 
 
 class ChoiceDim(_Dim):
@@ -88,8 +128,14 @@ class ChoiceDim(_Dim):
             return self.values[0]
         return s.suggest_categorical(name, list(self.values))
 
-    def grid(self) -> list[Any]:
-        return list(self.values)
+    def _values(self) -> Iterator[Any]:
+        yield from self.values
+
+    def _last(self) -> Any:
+        return self.values[-1]
+
+    def describe(self) -> str:
+        return "|".join(str(v) for v in self.values)
 
 
 class FixedDim(_Dim):
@@ -99,8 +145,14 @@ class FixedDim(_Dim):
     def sample(self, name: str, s: Suggester) -> Any:
         return self.value
 
-    def grid(self) -> list[Any]:
-        return [self.value]
+    def _values(self) -> Iterator[Any]:
+        yield self.value
+
+    def _last(self) -> Any:
+        return self.value
+
+    def describe(self) -> str:
+        return str(self.value)
 
 
 def _fixed_if_scalar(raw: Any) -> Any:

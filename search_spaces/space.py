@@ -1,85 +1,155 @@
-"""The search-space config (YAML `search_space:`) and its binding to a teacher's stages."""
+"""The search-space config (YAML `search_space:`) and its binding to a teacher's stages.
+
+The space is composed from the techniques it enables: each brings the dimensions of its
+`Params`, with defaults from its `space`. In YAML they sit flat beside `techniques`:
+
+    search_space:
+      techniques: [depth, channels, weight_quant]
+      channel_keep: {type: float, low: 0.25, high: 1.0, step: 0.125}   # channels, per stage
+      blocks: {type: int}                                              # depth, per stage
+      bits: [8, 8, {type: choice, values: [4, 8]}, 4]                  # weight_quant, per stage
+      criterion: l2                                                    # channels, global
+
+Sampling goes stage by stage (each technique's per-stage fields, techniques in name order),
+then the global fields in the same order, then the distillation recipe. That is the order in
+which architectures were drawn before techniques were plugins, so seeded searches of the
+default techniques draw what they drew then.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from automl.pruning import list_criteria
-from automl.stages import Stage
-from search_spaces.architecture import Architecture, StageArchitecture
-from search_spaces.dimensions import (
-    ChoiceDim,
-    Dimension,
-    FixedDim,
-    FloatDim,
-    IntDim,
-    Suggester,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    field_validator,
+    model_serializer,
+    model_validator,
 )
 
+from automl.compress import (
+    LEGACY_TECHNIQUES,
+    Technique,
+    list_techniques,
+    owner_of,
+    techniques_in_order,
+)
+from automl.compress._base import check_field_value
+from automl.stages import Stage
+from search_spaces.architecture import Architecture
+from search_spaces.dimensions import Dimension, FloatDim, IntDim, Suggester
+
 StageDimension = Dimension | Annotated[list[Dimension], Field(min_length=1)]
+_STAGE_DIMENSION = TypeAdapter(StageDimension)
+_OWN_FIELDS = ("name", "techniques", "shared_stages", "kd_temperature", "kd_alpha", "dimensions")
 
 
 class SearchSpaceConfig(BaseModel):
-    """What the search may vary. Stage dimensions take one spec for every stage, or a list
-    with one spec per stage. `name` picks a registered preset whose values fill the
-    fields the YAML leaves out."""
+    """What the search may vary. `name` picks a registered preset whose values fill what the YAML
+    leaves out; each technique's dimensions default to the technique's own. A per-stage
+    dimension takes one spec for every stage, or a list with one spec per stage."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "stagewise"
-    channel_keep: StageDimension = FloatDim(low=0.25, high=1.0, step=0.125)
-    blocks: StageDimension = IntDim()
-    bits: StageDimension = ChoiceDim(values=[4, 6, 8, 32])
-    shared_stages: bool = Field(
-        default=False, description="one channel_keep and one bits value for every stage"
+    techniques: tuple[str, ...] = Field(
+        default=LEGACY_TECHNIQUES,
+        min_length=1,
+        validate_default=True,
+        description="compression techniques to search",
     )
-    stem_head_bits: Dimension = FixedDim(value=8)
-    criterion: Dimension = ChoiceDim(values=["l2", "bn_scale", "taylor", "random"])
+    shared_stages: bool = Field(
+        default=False, description="one value of each per-stage dimension for every stage"
+    )
     kd_temperature: Dimension = FloatDim(low=1.0, high=8.0)
     kd_alpha: Dimension = FloatDim(low=0.3, high=1.0)
+    # The techniques' dimensions; flat beside the fields above in YAML and JSON.
+    dimensions: dict[str, StageDimension] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, raw: Any) -> Any:
+    def _preset_then_gather_dimensions(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
             return raw
+        from search_spaces import SEARCH_SPACES
+
         name = raw.get("name", "stagewise")
-        presets = _presets()
-        if name not in presets:
-            raise ValueError(f"unknown search space {name!r}; registered: {sorted(presets)}")
-        return {**presets[name], **raw}
+        if name not in SEARCH_SPACES:
+            raise ValueError(f"unknown search space {name!r}; registered: {sorted(SEARCH_SPACES)}")
+        merged = {**SEARCH_SPACES[name], **raw}
+        own = {k: v for k, v in merged.items() if k in _OWN_FIELDS}
+        dims = {**own.pop("dimensions", {}), **{k: v for k, v in merged.items() if k not in own}}
+        dims.pop("dimensions", None)
+        return {**own, "dimensions": dims}
+
+    @field_validator("techniques")
+    @classmethod
+    def _known_techniques(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in list_techniques()]
+        if unknown:
+            raise ValueError(f"unknown technique(s) {unknown}; registered: {list_techniques()}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a technique is listed twice: {list(names)}")
+        return tuple(t.name for t in techniques_in_order(names))
 
     @model_validator(mode="after")
-    def _check_values(self) -> SearchSpaceConfig:
-        _check(self.channel_keep, "channel_keep", lambda v: 0 < v <= 1, "in (0, 1]")
-        _check(self.bits, "bits", lambda v: isinstance(v, int) and 2 <= v <= 32, "ints in [2, 32]")
-        _check(self.stem_head_bits, "stem_head_bits", lambda v: v in (4, 6, 8, 32), "4, 6, 8, 32")
-        criteria = list_criteria()
-        _check(self.criterion, "criterion", lambda v: v in criteria, f"one of {criteria}")
-        _check(self.kd_temperature, "kd_temperature", lambda v: v > 0, "> 0")
-        _check(self.kd_alpha, "kd_alpha", lambda v: 0 <= v <= 1, "in [0, 1]")
-        for dim in _as_list(self.blocks):
-            if not isinstance(dim, IntDim | FixedDim):
-                raise ValueError("blocks: use an int range or a fixed int")
+    def _dimensions_of_enabled_techniques(self) -> SearchSpaceConfig:
+        for name in ("kd_temperature", "kd_alpha"):
+            _check_recipe(name, getattr(self, name))
+        enabled = techniques_in_order(self.techniques)
+        fields = {f: t for t in enabled for f in t.Params.model_fields}
+        for key in self.dimensions:
+            if key not in fields:
+                raise ValueError(_unknown_dimension(key, self.techniques, sorted(fields)))
+        for t in enabled:
+            for f in t.Params.model_fields:
+                if f not in self.dimensions:
+                    self.dimensions[f] = _STAGE_DIMENSION.validate_python(t.space[f])
+                dims = self.dimensions[f]
+                if isinstance(dims, list) and f in t.global_fields():
+                    raise ValueError(f"{f}: one dimension for the whole network, not a list")
+                for dim in dims if isinstance(dims, list) else [dims]:
+                    _check_dimension(t, f, dim)
         return self
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        doc = handler(self)
+        return {**{k: v for k, v in doc.items() if k != "dimensions"}, **doc["dimensions"]}
 
     def bind(self, stages: list[Stage]) -> BoundSearchSpace:
         """Resolve per-stage dimensions against a teacher's stages; errors name the stage."""
         return BoundSearchSpace(self, stages)
 
 
-def _as_list(dim: Any) -> list[Any]:
-    return list(dim) if isinstance(dim, list) else [dim]
+def _unknown_dimension(key: str, enabled: tuple[str, ...], allowed: list[str]) -> str:
+    owner = owner_of(key)
+    if owner is not None:
+        return (
+            f"{key}: a dimension of technique {owner.name!r}, which is not enabled "
+            f"(techniques: {list(enabled)}); add it to `techniques` or drop {key}"
+        )
+    return f"{key}: unknown key; allowed: {', '.join([*allowed, *_OWN_FIELDS[:-1]])}"
 
 
-def _check(dim: Any, field: str, ok: Callable[[Any], bool], allowed: str) -> None:
-    for d in _as_list(dim):
-        bad = [v for v in d.grid() if not ok(v)]
-        if bad:
-            raise ValueError(f"{field}: values must be {allowed}, got {bad}")
+def _check_dimension(t: Technique, field: str, dim: Any) -> None:
+    """Every value `dim` can give must be allowed by the technique (ends of a long range)."""
+    if isinstance(dim, IntDim) and (dim.low is None or dim.high is None):
+        return  # bound per stage by the technique's stage_range, checked when binding
+    for value in dim.probe():
+        try:
+            t.check_value(field, value)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (technique {t.name!r})") from None
+
+
+def _check_recipe(name: str, dim: Any) -> None:
+    for value in dim.probe():
+        check_field_value(Architecture.model_fields[name], name, value)
 
 
 class BoundSearchSpace:
@@ -88,47 +158,55 @@ class BoundSearchSpace:
     def __init__(self, config: SearchSpaceConfig, stages: list[Stage]) -> None:
         self.config = config
         self.stages = stages
-        n = len(stages)
-        self.channel_keep = _per_stage(config.channel_keep, n, "channel_keep")
-        self.bits = _per_stage(config.bits, n, "bits")
-        self.blocks = [
-            _bind_blocks(dim, stage)
-            for dim, stage in zip(_per_stage(config.blocks, n, "blocks"), stages, strict=True)
-        ]
+        # Name order: the order in which dimensions are sampled (see the module docstring).
+        self.techniques = sorted(techniques_in_order(config.techniques), key=lambda t: t.name)
+        self.stage_dims: list[dict[str, Any]] = [{} for _ in stages]
+        for t in self.techniques:
+            for f in t.stage_fields():
+                per_stage = _per_stage(config.dimensions[f], len(stages), f)
+                for i, (dim, stage) in enumerate(zip(per_stage, stages, strict=True)):
+                    self.stage_dims[i][f] = _bind(t, f, dim, stage)
+        self.global_dims = {
+            f: config.dimensions[f] for t in self.techniques for f in t.global_fields()
+        }
 
     def sample(self, s: Suggester) -> Architecture:
-        """Draw one Architecture; parameter names are `stage{i}.<dim>` (or `all.<dim>` when
-        stages are shared) and the plain field names for the rest."""
+        """Draw one Architecture; parameter names are `stage{i}.<field>` (`all.<field>` when
+        stages share it) and the plain field names for the rest."""
         c = self.config
-        stage_archs = []
-        for i in range(len(self.stages)):
-            key = "all" if c.shared_stages else f"stage{i}"
-            j = 0 if c.shared_stages else i
-            stage_archs.append(
-                StageArchitecture(
-                    channel_keep=self.channel_keep[j].sample(f"{key}.channel_keep", s),
-                    blocks=self.blocks[i].sample(f"stage{i}.blocks", s),
-                    bits=self.bits[j].sample(f"{key}.bits", s),
-                )
-            )
+        shared: dict[str, Any] = {}
+        stage_values: list[dict[str, Any]] = []
+        for i, dims in enumerate(self.stage_dims):
+            values = {}
+            for t in self.techniques:
+                for f in t.stage_fields():
+                    if c.shared_stages and t.shareable(f):
+                        if f not in shared:
+                            shared[f] = self.stage_dims[0][f].sample(f"all.{f}", s)
+                        values[f] = shared[f]
+                    else:
+                        values[f] = dims[f].sample(f"stage{i}.{f}", s)
+            stage_values.append(values)
+        global_values = {f: dim.sample(f, s) for f, dim in self.global_dims.items()}
         return Architecture(
-            stages=stage_archs,
-            stem_head_bits=c.stem_head_bits.sample("stem_head_bits", s),
-            criterion=c.criterion.sample("criterion", s),
+            techniques=c.techniques,
+            stages=stage_values,
+            **global_values,
             kd_temperature=c.kd_temperature.sample("kd_temperature", s),
             kd_alpha=c.kd_alpha.sample("kd_alpha", s),
         )
 
     def describe(self) -> list[dict[str, Any]]:
-        """One row per stage: name, channels, blocks range; for `teacher` and the README."""
+        """One row per stage: its name, channels and reduction, and what each per-stage
+        dimension allows there; for run.json and the `teacher` command."""
         return [
             {
-                "stage": s.name,
-                "channels": s.channels,
-                "reduction": s.reduction,
-                "blocks": f"{b.low}..{b.high}" if isinstance(b, IntDim) else str(b.value),
+                "stage": stage.name,
+                "channels": stage.channels,
+                "reduction": stage.reduction,
+                **{f: dim.describe() for f, dim in dims.items()},
             }
-            for s, b in zip(self.stages, self.blocks, strict=True)
+            for stage, dims in zip(self.stages, self.stage_dims, strict=True)
         ]
 
 
@@ -142,27 +220,27 @@ def _per_stage(dim: Any, n: int, field: str) -> list[Any]:
     return list(dim)
 
 
-def _bind_blocks(dim: IntDim | FixedDim, stage: Stage) -> IntDim | FixedDim:
-    lo, hi = stage.min_blocks, stage.num_blocks
-    if isinstance(dim, FixedDim):
-        values = [dim.value]
-    else:
+def _bind(t: Technique, field: str, dim: Any, stage: Stage) -> Any:
+    """`dim` for one stage: omitted int bounds take the stage's range, and every value the
+    dimension can give must lie in that range."""
+    bounds = t.stage_range(field, stage)
+    if bounds is None:
+        return dim
+    lo, hi = bounds
+    if isinstance(dim, IntDim):
         dim = IntDim(
             low=lo if dim.low is None else dim.low,
             high=hi if dim.high is None else dim.high,
             step=dim.step,
         )
-        values = [dim.low, dim.high]
-    bad = [v for v in values if not (isinstance(v, int) and lo <= v <= hi)]
+        _check_dimension(t, field, dim)
+    bad = [v for v in dim.probe() if not lo <= v <= hi]
     if bad:
         raise ValueError(
-            f"search_space.blocks: stage {stage.index} ({stage.name}) keeps between {lo} and {hi} "
-            f"blocks, got {bad}"
+            f"search_space.{field}: stage {stage.index} ({stage.name}) allows {lo} to {hi}, "
+            f"got {bad}"
         )
     return dim
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    from search_spaces import SEARCH_SPACES
-
-    return SEARCH_SPACES
+__all__ = ["BoundSearchSpace", "SearchSpaceConfig", "StageDimension"]

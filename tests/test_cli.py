@@ -1,59 +1,66 @@
-"""The CLI as a user meets it: real processes, exit codes, messages without tracebacks."""
+"""The CLI as a user meets it: one message naming the problem, exit status 2, no traceback.
+One case runs as a real process; the rest run the same typer app in this process."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_raw, write_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import cli, cli_in_process, tiny_raw, write_config
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "cli.py"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def test_bad_input_in_a_real_process_is_one_message_and_exit_2(tmp_path, teacher_cache):
+    cfg = write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache, tmp_path / "run"))
+    result = cli("search", "--config", cfg, "--budget", "0")
+    assert result.returncode == 2
+    assert "search.budget: Input should be greater than or equal to 1" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "run").exists()  # nothing was started
 
 
 @pytest.mark.parametrize(
     ("args", "raw_update", "needle"),
     [
-        (["--budget", "0"], {}, "search.budget: Input should be greater than or equal to 1"),
         ([], {"teacher": {"model": "resnet19"}}, "unknown timm model 'resnet19'"),
         ([], {"search": {"budgett": 1}}, "search.budgett: unknown key"),
-        (["--sampler", "grid"], {}, "search.sampler"),
+        (["--sampler", "grid"], {}, "unknown sampler 'grid'; registered: nsga2, random, tpe"),
+        (["--backend", "slurm"], {}, "unknown backend 'slurm'; registered: optuna, ray"),
         ([], {"teacher": {"checkpoint": "/no/such/file.pt"}}, "file not found"),
+        (
+            [],
+            {"search_space": {"techniques": ["depth", "prune"]}},
+            "unknown technique(s) ['prune']",
+        ),
+        ([], {"plugins": ["no_such_plugin"]}, "plugins: cannot import 'no_such_plugin'"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(tmp_path, teacher_cache, args, raw_update, needle):
     raw = tiny_raw(teacher_cache, tmp_path / "run")
     for section, values in raw_update.items():
-        raw[section] = {**raw.get(section, {}), **values}
-    result = cli("search", "--config", str(write_config(tmp_path / "c.yaml", raw)), *args)
-    assert result.returncode == 2
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    result = cli_in_process("search", "--config", write_config(tmp_path / "c.yaml", raw), *args)
+    assert result.exit_code == 2, result.output
     assert needle in result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_missing_config_file_and_resume_without_run(tmp_path):
-    result = cli("search", "--config", str(tmp_path / "nope.yaml"))
-    assert result.returncode == 2 and "config file not found" in result.stderr
-    result = cli("search", "--resume", "--out", str(tmp_path / "empty"))
-    assert result.returncode == 2 and "no run to resume" in result.stderr
+    result = cli_in_process("search", "--config", tmp_path / "nope.yaml")
+    assert result.exit_code == 2 and "config file not found" in result.stderr
+    result = cli_in_process("search", "--resume", "--out", tmp_path / "empty")
+    assert result.exit_code == 2 and "no run to resume" in result.stderr
+
+
+def test_help_lists_the_registered_samplers_and_backends():
+    result = cli_in_process("search", "--help")
+    assert result.exit_code == 0
+    assert "nsga2 | random | tpe" in result.stdout and "optuna | ray" in result.stdout
 
 
 def test_teacher_command_shows_the_cached_card(tiny, teacher_cache, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache))
-    result = cli("teacher", "--config", str(cfg))
-    assert result.returncode == 0, result.stderr
+    result = cli_in_process("teacher", "--config", cfg)
+    assert result.exit_code == 0, result.output
     card = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
-    assert card["model"] == "resnet18" and card["fingerprint"] == tiny[2].card.fingerprint
+    assert card["model"] == "resnet18" and card["fingerprint"] == tiny.teacher.card.fingerprint

@@ -65,13 +65,22 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
     ("raw", "needle"),
     [
         ({"search": {"budget": 0}}, "search.budget: Input should be greater than or equal to 1"),
-        ({"search": {"sampler": "grid"}}, "search.sampler"),
+        ({"search": {"sampler": "grid"}}, "search.sampler: unknown sampler 'grid'; registered:"),
+        ({"search": {"backend": "k8s"}}, "search.backend: unknown backend 'k8s'; registered:"),
         ({"latency": {"repeats": 5}}, "latency.repeats"),
         ({"data": {"type": "mnist"}}, "data"),
         ({"data": {"val_fraction": 0.5, "test_fraction": 0.45}}, "val_fraction + test_fraction"),
-        ({"search_space": {"bits": {"type": "choice", "values": [3, 64]}}}, "bits"),
+        (
+            {"search_space": {"bits": {"type": "choice", "values": [1, 64]}}},
+            "search_space.bits: 1 is",
+        ),
         ({"search_space": {"name": "huge"}}, "registered: ['pruning', 'stagewise', 'uniform']"),
-        ({"search_space": {"criterion": "hessian"}}, "criterion: values must be one of"),
+        (
+            {"search_space": {"criterion": "hessian"}},
+            "search_space.criterion: 'hessian' is not allowed (unknown pruning criterion",
+        ),
+        ({"search_space": {"bitz": 3}}, "search_space.bitz: unknown key; allowed: bits, blocks"),
+        ({"plugins": ["no.such.module"]}, "plugins: cannot import 'no.such.module'"),
     ],
 )
 def test_bad_values_name_the_field(raw, needle):

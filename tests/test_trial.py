@@ -1,29 +1,15 @@
+"""One trial: a smaller student scored without running the teacher, reproducibly."""
+
 from __future__ import annotations
 
 import optuna
-import torch
 
-from automl.stages import find_stages
-from automl.trial import TrialContext, run_trial
+from automl.trial import run_trial
 from search_spaces import create_search_space
 
 
-def _context(tiny) -> TrialContext:
-    config, data, teacher = tiny
-    stages = find_stages(teacher.model, data.example_input())
-    return TrialContext(
-        teacher.model,
-        stages,
-        data,
-        teacher.train_logits,
-        config.training,
-        config.latency,
-        torch.device("cpu"),
-    )
-
-
 def test_trial_scores_a_smaller_student_without_running_the_teacher(tiny):
-    ctx = _context(tiny)
+    ctx = tiny.trial_context()
     teacher = ctx.teacher
     calls = []
     handle = teacher.register_forward_hook(
@@ -43,4 +29,20 @@ def test_trial_scores_a_smaller_student_without_running_the_teacher(tiny):
     assert result.latency_ms > 0 and result.macs > 0 and result.epochs == 1
     assert result.params == sum(p.numel() for p in model.parameters())
     assert result.params < sum(p.numel() for p in teacher.parameters())
-    assert result.size_bytes < result.params * 4 or all(s.bits == 32 for s in arch.stages)
+    assert result.size_bytes < result.params * 4 or all(s["bits"] == 32 for s in arch.stages)
+
+
+def test_the_same_seed_gives_the_same_student_and_scores(tiny):
+    ctx = tiny.trial_context()
+    arch = (
+        create_search_space()
+        .bind(ctx.stages)
+        .sample(optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5)).ask())
+    )
+    first, _ = run_trial(arch, ctx, seed=11)
+    again, _ = run_trial(arch, ctx, seed=11)
+    assert (again.val_accuracy, again.size_bytes, again.macs) == (
+        first.val_accuracy,
+        first.size_bytes,
+        first.macs,
+    )

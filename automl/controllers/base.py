@@ -5,60 +5,66 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from automl.config import ExperimentConfig
-from automl.rundir import RunDir, TrialRecord
-from automl.trial import TrialContext, TrialResult
+from automl.controllers.study import StudyRef
+from automl.trial import TrialContext, TrialRecord, TrialResult
 from search_spaces import Architecture, BoundSearchSpace
 
-# Called by a controller for each completed trial, before it is recorded as complete:
-# (trial number, architecture, result, the deployed student as safetensors bytes, from
-# student_io.student_bytes) -> None. Saves the weights.
+# Called for each completed trial before it is recorded as complete: (trial number,
+# architecture, result, the deployed student as safetensors bytes from
+# `student.files.student_bytes`). Saves the weights.
 OnComplete = Callable[[int, Architecture, TrialResult, bytes], None]
 # Called after any trial ends, with every record so far; returns the current Pareto front.
 OnRecords = Callable[[list[TrialRecord]], list[TrialRecord]]
 
 
+class SearchProgress(Protocol):
+    """What a controller tells the user as trials end (`automl.run.progress` draws it)."""
+
+    def start(self, budget: int, done: int) -> None: ...
+    def update(self, done: int, front_size: int, best_accuracy: float, last: str) -> None: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class ControllerTimes:
+    """One session of a controller: its time and the sampler that drew its trials."""
+
     wall_seconds: float
-    trial_seconds: float  # time inside run_trial, summed
+    trial_seconds: float  # time inside run_trial, summed (spread over slots when concurrent)
+    sampler: str  # the Optuna sampler's class name
 
     @property
     def overhead_seconds(self) -> float:
         return max(0.0, self.wall_seconds - self.trial_seconds)
 
 
-class SearchFailed(RuntimeError):
-    """Too many trials failed; the message carries the last error."""
-
-
 class Controller(ABC):
     """Runs `run_trial` on sampled architectures until `config.search.budget` trials have
-    completed, resuming whatever the run directory already holds. Failed trials are
-    recorded with their reason and do not count toward the budget."""
+    completed, resuming whatever the study already holds. Failed trials are recorded with their
+    reason and do not count toward the budget (`study.FailureBudget`); each trial's seed is
+    `config.seed + trial number`. The sampler is `search.sampler` from the sampler registry."""
 
     def __init__(
         self,
         config: ExperimentConfig,
-        run_dir: RunDir,
+        study: StudyRef,
         space: BoundSearchSpace,
         context: TrialContext,
     ) -> None:
         self.config = config
-        self.run_dir = run_dir
+        self.study_ref = study
         self.space = space
         self.context = context
 
     @abstractmethod
-    def run(self, on_complete: OnComplete, on_records: OnRecords, progress) -> ControllerTimes:
+    def run(
+        self, on_complete: OnComplete, on_records: OnRecords, progress: SearchProgress
+    ) -> ControllerTimes:
         """Run to the budget; returns the time spent."""
 
     @abstractmethod
     def records(self) -> list[TrialRecord]:
         """Every trial of this run so far, by trial number."""
-
-    @property
-    @abstractmethod
-    def study_name(self) -> str:
-        """The name under which the run's trials are stored."""

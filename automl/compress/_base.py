@@ -1,0 +1,190 @@
+"""The contract every compression technique meets; each technique is one module of this package.
+
+A technique is a subclass of `Technique` decorated with `register_technique`:
+
+- `name`: its registry key, the word `search_space.techniques` lists.
+- `order`: when `build_student` applies it, lowest first. Structure before weights: depth 10,
+  channels 20, sparsity 30, quantization 40.
+- `Params`: a pydantic model of the values one architecture takes. A field annotated
+  `PerStage[T]` holds one T per stage of the teacher; every other field is global. The
+  annotations say which values are allowed, and a search space's dimensions are checked
+  against them. Field names are Optuna parameter names and trials.csv columns, so they are
+  unique across techniques.
+- `space`: the default search dimension of every `Params` field, written as in YAML.
+- `stage_range(field, stage)`: the (lowest, highest) value one stage of the teacher allows in a
+  per-stage field, or None when every stage allows what `Params` allows (the default). An int
+  dimension that omits a bound takes the stage's own, and architectures are checked against it.
+- `apply(student, params, ctx)`: changes the student in place; the teacher is never touched.
+- `restore(model, stages, params)`: redoes on a fresh teacher-shaped model, without data, what a
+  state dict cannot express (dropped blocks), so that a saved student's weights load into it.
+- `account(student, params, costs)`: how the deployed student stores its tensors; a technique
+  rewrites the entry of each tensor it stores differently (fewer values, fewer bits, scales or
+  indices added). Entries compose, so sparsity and quantization of one weight both count.
+- `deploy_form(params)`: what the deployed ONNX form must keep.
+- `describe(params)`: short labelled values for the report and the model card.
+- `ladder(stages)`: settings from the mildest to the strongest compression; the contract suite
+  checks that the packed size never rises along it.
+
+`stage_range`, `restore` and `account` have defaults that fit a technique which only changes the
+weights' values or the model's shapes; the rest must be written.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from torch import nn
+
+if TYPE_CHECKING:
+    from automl.stages import Stage
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StageField:
+    """Marks a `Params` field as per stage. `shareable`: with `search_space.shared_stages`, one
+    sampled value serves every stage (false where stages differ in what they allow)."""
+
+    shareable: bool = True
+
+
+PerStage = Annotated[list[T], StageField()]
+"""One value per stage of the teacher, e.g. `channel_keep: PerStage[float]`."""
+
+
+class TechniqueParams(BaseModel):
+    """Base of every technique's `Params`: strict about unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Student:
+    """A student while it is built: the model (a copy of the teacher) and the teacher's stages,
+    which module paths still name after blocks are dropped and channels removed."""
+
+    model: nn.Module
+    stages: list[Stage]
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What building may use besides the architecture: a labelled batch of training images,
+    (inputs (B, C, H, W), labels (B,)), to trace the model and to score gradient criteria."""
+
+    calibration: tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TensorCost:
+    """How one tensor is stored once deployed: `values` numbers of `bits` each, plus
+    `overhead_bits` (quantization scales, sparse indices)."""
+
+    values: int
+    bits: int = 32
+    overhead_bits: int = 0
+
+    @property
+    def total_bits(self) -> int:
+        return self.values * self.bits + self.overhead_bits
+
+
+@dataclass(frozen=True)
+class DeployForm:
+    """What the deployed form must keep. `weight_bits`: the widest weight bit-width the
+    technique leaves (None: it does not quantize). `notes`: plain statements for the card."""
+
+    weight_bits: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def combine_forms(forms: Iterable[DeployForm]) -> DeployForm:
+    """The form of a student compressed by several techniques: the widest weight bit-width any
+    of them leaves (32 when none quantizes) and every note."""
+    forms = list(forms)
+    bits = [f.weight_bits for f in forms if f.weight_bits is not None]
+    notes = tuple(n for f in forms for n in f.notes)
+    return DeployForm(max(bits) if bits else 32, notes)
+
+
+def onnx_format(form: DeployForm) -> str:
+    """'int8' (ONNX Runtime QDQ) when every weight is at most 8 bits, else 'fp32'."""
+    return "int8" if form.weight_bits is not None and form.weight_bits <= 8 else "fp32"
+
+
+class Technique(ABC):
+    """A compression technique; the module docstring states the contract."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]
+    Params: ClassVar[type[TechniqueParams]]
+    space: ClassVar[dict[str, Any]]
+
+    @classmethod
+    def stage_fields(cls) -> list[str]:
+        return [n for n, f in cls.Params.model_fields.items() if _stage_marker(f.metadata)]
+
+    @classmethod
+    def global_fields(cls) -> list[str]:
+        return [n for n, f in cls.Params.model_fields.items() if not _stage_marker(f.metadata)]
+
+    @classmethod
+    def shareable(cls, field_name: str) -> bool:
+        marker = _stage_marker(cls.Params.model_fields[field_name].metadata)
+        return marker is not None and marker.shareable
+
+    @classmethod
+    def check_value(cls, field_name: str, value: Any) -> None:
+        """Raise ValueError when `value` is not allowed in `field_name` (one stage's value for a
+        per-stage field). Values must have the field's type already: 1.5 is no int."""
+        candidate = [value] if field_name in cls.stage_fields() else value
+        check_field_value(cls.Params.model_fields[field_name], field_name, candidate)
+
+    def stage_range(self, field_name: str, stage: Stage) -> tuple[Any, Any] | None:
+        return None
+
+    @abstractmethod
+    def apply(self, student: Student, params: Any, ctx: BuildContext) -> None: ...
+
+    def restore(self, model: nn.Module, stages: list[Stage], params: Any) -> None:
+        return None
+
+    def account(self, student: Student, params: Any, costs: dict[str, TensorCost]) -> None:
+        return None
+
+    @abstractmethod
+    def deploy_form(self, params: Any) -> DeployForm: ...
+
+    @abstractmethod
+    def describe(self, params: Any) -> dict[str, str]: ...
+
+    @abstractmethod
+    def ladder(self, stages: list[Stage]) -> list[Any]: ...
+
+
+def check_field_value(info: FieldInfo, name: str, value: Any) -> None:
+    """Raise ValueError when `value` does not fit a pydantic field, types strictly (1.5 is no
+    int, and 1.0 is no int either), with pydantic's reason."""
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    try:
+        TypeAdapter(annotation).validate_python(value, strict=True)
+    except ValidationError as exc:
+        reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
+        shown = value[0] if isinstance(value, list) and len(value) == 1 else value
+        raise ValueError(f"{name}: {shown!r} is not allowed ({reason})") from None
+
+
+def _stage_marker(metadata: list[Any]) -> StageField | None:
+    return next((m for m in metadata if isinstance(m, StageField)), None)
+
+
+def packed_bytes(costs: dict[str, TensorCost]) -> int:
+    return math.ceil(sum(c.total_bits for c in costs.values()) / 8)

@@ -1,0 +1,120 @@
+"""Weight quantization: each stage's conv and linear weights at its bit-width, the stem and head
+at `stem_head_bits`; 32 bits means none.
+
+Weights are quantized symmetrically per output channel, ``scale = max|w| / (2**(bits-1) - 1)``,
+``w_q = clamp(round(w / scale)) * scale``, through a parametrization whose rounding the
+backward pass bypasses (straight-through), so distillation sees the quantization error and
+adapts to it. Activations stay fp32. Packed, a weight costs its bits plus one fp32 scale per
+output channel. PyTorch runs these layers with fp32 kernels, so no speed-up is claimed there;
+the deployed form runs int8 when every weight is at most 8 bits.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn.utils import parametrize
+
+from automl.compress import register_technique
+from automl.compress._base import (
+    BuildContext,
+    DeployForm,
+    PerStage,
+    Student,
+    Technique,
+    TechniqueParams,
+    TensorCost,
+)
+from automl.stages import Stage, stage_membership
+
+FULL_PRECISION = 32
+QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+Bits = Annotated[int, Field(ge=2, le=FULL_PRECISION, description="weight bit-width")]
+
+
+class WeightQuantParams(TechniqueParams):
+    bits: PerStage[Bits]
+    stem_head_bits: Bits = FULL_PRECISION
+
+
+@register_technique
+class WeightQuant(Technique):
+    name = "weight_quant"
+    order = 40
+    Params = WeightQuantParams
+    space: ClassVar[dict[str, Any]] = {
+        "bits": {"type": "choice", "values": [4, 6, 8, 32]},
+        "stem_head_bits": 8,
+    }
+
+    def apply(self, student: Student, params: WeightQuantParams, ctx: BuildContext) -> None:
+        for _, module, bits in _quantized(student, params):
+            parametrize.register_parametrization(module, "weight", FakeQuantize(bits))
+
+    def account(
+        self, student: Student, params: WeightQuantParams, costs: dict[str, TensorCost]
+    ) -> None:
+        for name, module, bits in _quantized(student, params):
+            cost = costs[f"{name}.weight"]
+            cost.bits = bits
+            cost.overhead_bits += module.weight.shape[0] * 32  # one fp32 scale per channel
+
+    def deploy_form(self, params: WeightQuantParams) -> DeployForm:
+        widths = [params.stem_head_bits, *params.bits]
+        notes = ()
+        if min(widths) < 8:
+            notes = (
+                "Weight bit-widths below 8 shrink the packed size only: ONNX Runtime has no "
+                "sub-byte kernels, so the ONNX file stores those weights at 8 bits (int8 form) "
+                "or 32 (fp32 form).",
+            )
+        return DeployForm(weight_bits=max(widths), notes=notes)
+
+    def describe(self, params: WeightQuantParams) -> dict[str, str]:
+        return {
+            "weight bits": "/".join(str(b) for b in params.bits),
+            "stem/head bits": str(params.stem_head_bits),
+        }
+
+    def ladder(self, stages: list[Stage]) -> list[WeightQuantParams]:
+        return [WeightQuantParams(bits=[b] * len(stages), stem_head_bits=b) for b in (32, 8, 4)]
+
+
+def _quantized(student: Student, params: WeightQuantParams) -> list[tuple[str, nn.Module, int]]:
+    """(name, module, bits) of every quantizable layer below 32 bits: its stage's bits, or
+    `stem_head_bits` outside every stage."""
+    found = []
+    membership = stage_membership(student.model, student.stages)
+    for name, module in student.model.named_modules():
+        if name not in membership or not isinstance(module, QUANTIZABLE):
+            continue
+        stage = membership[name]
+        bits = params.stem_head_bits if stage is None else params.bits[stage]
+        if bits < FULL_PRECISION:
+            found.append((name, module, bits))
+    return found
+
+
+def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Quantize-dequantize `weight` (out_channels first) at `bits`, straight-through."""
+    if bits >= FULL_PRECISION:
+        return weight
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1).clamp_min(1e-12) / qmax).view(-1, *[1] * (weight.dim() - 1))
+    quantized = torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
+    return weight + (quantized - weight).detach()
+
+
+class FakeQuantize(nn.Module):
+    """A parametrization: the layer sees its weight quantized at `bits`."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return fake_quantize(weight, self.bits)

@@ -1,0 +1,60 @@
+"""`train`: train and score one architecture with a search's recipe, outside a search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from automl.config import ExperimentConfig
+from automl.errors import UserError
+from automl.experiment import prepare
+from automl.student.files import save_student
+from automl.trial import TrialResult, run_trial
+from search_spaces import Architecture
+
+
+def read_architecture(path: Path) -> Architecture:
+    """An architecture file: architecture.json of an export, or a models/trial_NNNN.json (of
+    this version or an earlier one)."""
+    if not path.is_file():
+        raise UserError(f"architecture file not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("architecture"), dict):
+        doc = doc["architecture"]
+    try:
+        return Architecture.model_validate(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise UserError(
+            f"{path} is not an architecture ({problems}); expected the architecture.json of an "
+            "export or a models/trial_NNNN.json of a run"
+        ) from None
+
+
+def train_architecture(
+    config: ExperimentConfig, arch: Architecture, seed: int, kd: bool, out: Path | None
+) -> TrialResult:
+    """Run one trial of `arch` exactly as the search would (same data, teacher, recipe and,
+    given the trial's seed, the same numbers); with `out`, save the student there."""
+    exp = prepare(config)
+    stages = exp.stages
+    try:
+        arch.check_fits(stages)
+    except ValueError as exc:
+        raise UserError(
+            f"the architecture does not fit teacher {config.teacher.model}: {exc}; use the "
+            "config (--config/--run) of the search it came from"
+        ) from None
+    result, model = run_trial(arch, exp.trial_context(stages), seed, kd=kd)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"teacher": exp.teacher.card.model, "seed": seed, "kd": kd, **result.model_dump()}
+        save_student(out / "model.safetensors", model, arch, meta)
+    return result

@@ -1,0 +1,77 @@
+"""What every command sets up from a config: the device, the data, the teacher, its stages and
+the trial context, plus the library versions that run documents and model cards record."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+import automl
+from automl.config import ExperimentConfig
+from automl.data import DataBundle, load_data
+from automl.errors import UserError
+from automl.stages import Stage, find_stages
+from automl.trial import TrialContext
+from teachers.cache import Teacher, get_teacher
+
+# Distributions whose versions shape the numbers a run reports.
+VERSIONED = ("torch", "timm", "optuna", "torch-pruning", "onnxruntime", "ray")
+
+
+@dataclass
+class Experiment:
+    """A config made concrete: its data, its trained teacher, the device and the stages."""
+
+    config: ExperimentConfig
+    data: DataBundle
+    teacher: Teacher
+    device: torch.device
+
+    @property
+    def stages(self) -> list[Stage]:
+        return find_stages(self.teacher.model, self.data.example_input())
+
+    def trial_context(self, stages: list[Stage] | None = None) -> TrialContext:
+        """What every trial of this experiment shares (teacher logits included)."""
+        c = self.config
+        return TrialContext(
+            self.teacher.model,
+            stages if stages is not None else self.stages,
+            self.data,
+            self.teacher.train_logits,
+            c.training,
+            c.latency,
+            self.device,
+        )
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "device: cuda was asked for but no CUDA device is available; use auto or cpu"
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def prepare(config: ExperimentConfig, retrain: bool = False) -> Experiment:
+    """Data and teacher for a config (the teacher trained on first use, else from its cache)."""
+    torch.set_num_threads(config.training.threads or os.cpu_count() or 1)
+    device = resolve_device(config.device)
+    data = load_data(config.data, config.seed)
+    teacher = get_teacher(config.teacher, data, device, config.seed, retrain=retrain)
+    return Experiment(config, data, teacher, device)
+
+
+def library_versions() -> dict[str, str]:
+    found = {"automl": automl.__version__, "python": platform.python_version()}
+    for distribution in VERSIONED:
+        with contextlib.suppress(PackageNotFoundError):  # optional extras (ray)
+            found[distribution.replace("-", "_")] = version(distribution)
+    return found

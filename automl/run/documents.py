@@ -1,0 +1,242 @@
+"""run.json and pareto.json as typed documents, written and read here only.
+
+Format 2 (this version) stores architectures as `Architecture` JSON and names the techniques
+of the search space. Format 1 (no `format` key: runs written before techniques were plugins)
+stored flat architectures (`stage0.channel_keep`, ...) and used `LEGACY_TECHNIQUES`; such runs
+are upgraded when read, so they open, report, export and resume as they did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from automl.compress import LEGACY_TECHNIQUES
+from automl.config import ExperimentConfig
+from automl.errors import UserError
+from automl.objectives import OBJECTIVES, REFERENCE_POINT, normalised, normalised_space
+from automl.pareto import hypervolume, non_dominated
+from automl.trial import Scores, TrialRecord
+from search_spaces import Architecture
+
+FORMAT = 2
+# runtime ("torch", "onnxruntime") -> "batch_N" -> milliseconds per call
+Latencies = dict[str, dict[str, float]]
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Deployed(_Doc):
+    """An ONNX form that passed its check against PyTorch (see `automl.deploy.check`)."""
+
+    path: str
+    format: Literal["int8", "fp32"]
+    onnx_bytes: int
+    torch_test_accuracy: float
+    onnx_test_accuracy: float
+    reduce_range: bool
+    fp32_onnx_bytes: int
+
+
+class DeployFailed(_Doc):
+    error: str
+
+
+class TeacherFigures(_Doc):
+    """The teacher, measured as the students are; `report` adds the deployed figures."""
+
+    model: str
+    params: int
+    macs: int
+    size_bytes: int
+    latency_ms: float
+    val_accuracy: float
+    test_accuracy: float
+    fingerprint: str
+    measured_latency_ms: Latencies | None = None
+    deployed: Deployed | None = None
+
+
+class FrontMember(Scores):
+    """One student of the Pareto front: its scores, then these; `report` adds the fields after
+    `weights`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trial: int
+    architecture: Architecture
+    weights: str  # relative to the run directory
+    measured_latency_ms: Latencies | None = None
+    speedup: Latencies | None = None  # teacher's latency / this one's, same runtime and batch
+    compression: float | None = None  # teacher's size_bytes / this one's
+    onnx_compression: float | None = None  # teacher's ONNX bytes / this one's
+    deployed: Deployed | DeployFailed | None = None
+
+    @property
+    def shippable(self) -> bool:
+        """Its ONNX form exists and passed its check (or it has not been re-measured yet)."""
+        return not isinstance(self.deployed, DeployFailed)
+
+
+class Measurement(_Doc):
+    what: str
+    batch_sizes: list[int]
+    rounds: int
+    calls_per_round: int
+    warmup_per_round: int
+    threads: int
+    runtimes: dict[str, str]
+    machine: str
+    measured_at: str
+
+
+class ParetoDocument(_Doc):
+    format: int = FORMAT
+    teacher: TeacherFigures
+    objectives: dict[str, Literal["maximize", "minimize"]]
+    hypervolume: float
+    hypervolume_space: str
+    reference_point: dict[str, float]
+    front: list[FrontMember]
+    knee_trial: int | None = None
+    measurement: Measurement | None = None
+
+    def member(self, trial: int) -> FrontMember | None:
+        return next((m for m in self.front if m.trial == trial), None)
+
+
+class DataRecord(_Doc):
+    name: str
+    train: int
+    val: int
+    test: int
+    preprocess: dict[str, Any]
+    fingerprint: str
+
+
+class Session(_Doc):
+    """One invocation of `search` on the run (a first search, then each `--resume`)."""
+
+    wall_seconds: float
+    setup_seconds: float
+    search_seconds: float
+    trial_seconds: float
+    controller_overhead_seconds: float
+    controller_overhead_fraction: float
+    teacher_seconds: float  # training on first use, else loading from the cache
+    sampler: str | None = None  # the Optuna sampler's class (not recorded in format 1)
+
+
+class RunDocument(_Doc):
+    format: int = FORMAT
+    config: ExperimentConfig
+    study_name: str
+    backend: str
+    seed: int
+    device: str
+    teacher: TeacherFigures
+    stages: list[dict[str, Any]]
+    data: DataRecord
+    versions: dict[str, str]
+    status: Literal["running", "complete"]
+    sessions: list[Session] = []
+    wall_seconds: float | None = None
+
+
+def _upgrade_run(raw: dict[str, Any]) -> dict[str, Any]:
+    config = dict(raw.get("config") or {})
+    space = dict(config.get("search_space") or {})
+    space.setdefault("techniques", list(LEGACY_TECHNIQUES))
+    return {**raw, "format": 1, "config": {**config, "search_space": space}}
+
+
+def _upgrade_pareto(raw: dict[str, Any]) -> dict[str, Any]:
+    front = []
+    for member in raw.get("front") or []:
+        flat = member.get("architecture") if isinstance(member, dict) else None
+        if isinstance(flat, dict) and "stages" not in flat:
+            arch = Architecture.from_flat(flat, LEGACY_TECHNIQUES)
+            member = {**member, "architecture": arch.model_dump(mode="json")}
+        front.append(member)
+    return {**raw, "format": 1, "front": front}
+
+
+Doc = TypeVar("Doc", bound=BaseModel)
+# Documents of format 1 (no `format` key) made readable as this version's.
+_UPGRADES = {RunDocument: _upgrade_run, ParetoDocument: _upgrade_pareto}
+
+
+def read_document(path: Path, kind: type[Doc]) -> Doc:
+    """Read `path` as a `kind`, upgrading format 1; a missing, unreadable or foreign file is a
+    UserError."""
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    try:
+        if isinstance(raw, dict) and "format" not in raw and kind in _UPGRADES:
+            raw = _UPGRADES[kind](raw)
+        return kind.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "(top)"
+        raise UserError(
+            f"{path} is not a {kind.__name__} of this tool ({where}: {first['msg']}; "
+            f"{exc.error_count()} problem(s))"
+        ) from None
+
+
+def write_document(path: Path, doc: BaseModel) -> None:
+    """Write atomically, so a killed process never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def front_of(records: list[TrialRecord], teacher: TeacherFigures) -> list[TrialRecord]:
+    """Completed trials that no other completed trial dominates, by trial number."""
+    done = [r for r in records if r.state == "COMPLETE" and r.result is not None]
+    if not done:
+        return []
+    idx = non_dominated(normalised([r.result for r in done], teacher))
+    return sorted((done[i] for i in idx), key=lambda r: r.number)
+
+
+def pareto_document(
+    records: list[TrialRecord], teacher: TeacherFigures, weights: Callable[[int], str]
+) -> ParetoDocument:
+    """The front of `records` and its hypervolume; `weights(n)` names trial n's weights file."""
+    front = front_of(records, teacher)
+    points = normalised([r.result for r in front], teacher)
+    return ParetoDocument(
+        teacher=teacher,
+        objectives={o.name: o.direction for o in OBJECTIVES},
+        hypervolume=hypervolume(points, REFERENCE_POINT),
+        hypervolume_space=normalised_space(),
+        reference_point={o.name: o.reference(getattr(teacher, o.name)) for o in OBJECTIVES},
+        front=[
+            FrontMember(
+                trial=r.number,
+                architecture=r.architecture,
+                **r.result.model_dump(exclude={"epochs"}),
+                weights=weights(r.number),
+            )
+            for r in front
+            if r.result is not None and r.architecture is not None
+        ],
+    )
+
+
+def front_points(pareto: ParetoDocument) -> np.ndarray:
+    """The front in the normalised space (for the hypervolume and checks)."""
+    return normalised(pareto.front, pareto.teacher)

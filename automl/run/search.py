@@ -1,0 +1,180 @@
+"""A whole search: config -> data -> teacher -> space -> controller -> run directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from automl.config import ExperimentConfig, validate_config
+from automl.controllers import create_controller
+from automl.controllers.base import ControllerTimes, SearchProgress
+from automl.errors import UserError
+from automl.experiment import Experiment, library_versions, prepare
+from automl.measure import latency_ms, macs_and_params
+from automl.run.documents import DataRecord, RunDocument, Session, TeacherFigures, pareto_document
+from automl.run.layout import RunDir
+from automl.run.progress import make_progress
+from automl.run.report import build_report, report_title, trial_points
+from automl.student.files import write_student
+from automl.trial import TrialRecord, TrialResult
+from search_spaces import Architecture
+
+
+@dataclass
+class SearchSummary:
+    run_dir: Path
+    completed: int
+    front_size: int
+    hypervolume: float
+    wall_seconds: float
+    controller_overhead_fraction: float
+
+
+def teacher_figures(exp: Experiment) -> TeacherFigures:
+    """The teacher measured exactly as the students are (same device, threads, repeats)."""
+    lat, teacher, data = exp.config.latency, exp.teacher, exp.data
+    macs, params = macs_and_params(teacher.model, data.example_input(1))
+    figures = TeacherFigures(
+        model=teacher.card.model,
+        params=params,
+        macs=macs,
+        size_bytes=teacher.card.size_bytes,
+        latency_ms=latency_ms(
+            teacher.model,
+            data.example_input(lat.batch_size),
+            exp.device,
+            repeats=lat.repeats,
+            warmup=lat.warmup,
+            threads=lat.threads,
+        ),
+        val_accuracy=teacher.card.val_accuracy,
+        test_accuracy=teacher.card.test_accuracy,
+        fingerprint=teacher.card.fingerprint,
+    )
+    teacher.model.cpu()
+    return figures
+
+
+def resume_config(
+    run_path: Path, budget: int | None = None, address: str | None = None
+) -> ExperimentConfig:
+    """The config stored in the run directory at `run_path`, resumed there (wherever the run
+    was first written); `budget` may raise its budget and `address` name the Ray cluster (it
+    may have moved since)."""
+    run_dir = RunDir(run_path)
+    if not run_dir.run_json.is_file():
+        raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
+    config = run_dir.read_run().config
+    update: dict[str, object] = {"out": run_dir.path}
+    if budget is not None:
+        update["search"] = config.search.model_copy(
+            update={"budget": max(config.search.budget, budget)}
+        )
+    if address is not None:
+        update["ray"] = config.ray.model_copy(update={"address": address})
+    raw = config.model_copy(update=update).model_dump(mode="json")
+    return validate_config(raw, str(run_dir.run_json))
+
+
+def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
+    """The run directory, checked: a new search never writes over an existing run."""
+    run_dir = RunDir(config.run_dir)
+    if not resume and (run_dir.run_json.exists() or run_dir.study_db.exists()):
+        raise UserError(
+            f"run directory {run_dir.path} already holds a run; continue it with --resume, "
+            "or choose another --name or --out"
+        )
+    return run_dir
+
+
+def run_search(
+    config: ExperimentConfig, resume: bool = False, progress: SearchProgress | None = None
+) -> SearchSummary:
+    """Run a search to its budget and write the run directory. With `resume`, continue the
+    run already there; pass the config from `resume_config`."""
+    wall_start = time.perf_counter()
+    run_dir = open_run(config, resume)
+    exp = prepare(config)
+    teacher_seconds = time.perf_counter() - wall_start
+    stages = exp.stages
+    try:
+        space = config.search_space.bind(stages)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    figures = teacher_figures(exp)
+    sessions = run_dir.read_run().sessions if resume else []
+    run_dir.create()
+    doc = RunDocument(
+        config=config,
+        study_name=config.name,
+        backend=config.search.backend,
+        seed=config.seed,
+        device=str(exp.device),
+        teacher=figures,
+        stages=space.describe(),
+        data=DataRecord(
+            name=exp.data.name,
+            train=len(exp.data.train),
+            val=len(exp.data.val),
+            test=len(exp.data.test),
+            preprocess=exp.data.preprocess,
+            fingerprint=exp.data.fingerprint,
+        ),
+        versions=library_versions(),
+        status="running",
+        sessions=sessions,
+    )
+    run_dir.write_run(doc)
+    controller = create_controller(
+        config.search.backend, config, run_dir.study(config.name), space, exp.trial_context(stages)
+    )
+
+    def on_complete(number: int, arch: Architecture, result: TrialResult, weights: bytes) -> None:
+        meta = {"trial": number, "teacher": exp.teacher.card.model, **result.model_dump()}
+        write_student(run_dir.weights_path(number), weights, arch, meta)
+
+    def on_records(records: list[TrialRecord]) -> list[TrialRecord]:
+        pareto = pareto_document(records, figures, run_dir.weights_name)
+        run_dir.write_trials(records)
+        run_dir.write_pareto(pareto)
+        on_front = {m.trial for m in pareto.front}
+        run_dir.prune_weights(on_front)
+        return [r for r in records if r.number in on_front]
+
+    setup_seconds = time.perf_counter() - wall_start
+    times = controller.run(on_complete, on_records, progress or make_progress())
+    records = controller.records()
+    on_records(records)
+    pareto = pareto_document(records, figures, run_dir.weights_name)
+    run_dir.write_text(
+        run_dir.report_html, build_report(pareto, trial_points(records), report_title(config.name))
+    )
+    doc.sessions.append(
+        _session(times, time.perf_counter() - wall_start, setup_seconds, teacher_seconds)
+    )
+    doc.status = "complete"
+    doc.wall_seconds = round(sum(s.wall_seconds for s in doc.sessions), 2)
+    run_dir.write_run(doc)
+    return SearchSummary(
+        run_dir.path,
+        sum(r.state == "COMPLETE" for r in records),
+        len(pareto.front),
+        pareto.hypervolume,
+        doc.sessions[-1].wall_seconds,
+        doc.sessions[-1].controller_overhead_fraction,
+    )
+
+
+def _session(times: ControllerTimes, wall: float, setup: float, teacher: float) -> Session:
+    search = times.wall_seconds
+    return Session(
+        wall_seconds=round(wall, 2),
+        setup_seconds=round(setup, 2),
+        search_seconds=round(search, 2),
+        trial_seconds=round(times.trial_seconds, 2),
+        controller_overhead_seconds=round(times.overhead_seconds, 2),
+        controller_overhead_fraction=round(times.overhead_seconds / search, 4) if search else 0.0,
+        teacher_seconds=round(teacher, 2),
+        sampler=times.sampler,
+    )

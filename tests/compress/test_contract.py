@@ -1,0 +1,99 @@
+"""The contract every registered technique meets, run over each of them (the built-in ones and
+the plugin in tests/toy_techniques.py) on a ResNet and a MobileNetV3: built alone along its
+ladder it runs forward and its packed size never rises; its strongest setting round-trips
+through the student file and through ONNX; its default dimensions make a valid space."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import optuna
+import pytest
+import timm
+import torch
+
+import tests.toy_techniques  # noqa: F401  (registers a plugin: it must meet the contract too)
+from automl.compress import get_technique, list_techniques, onnx_format
+from automl.deploy.onnx import export_fp32, ort_logits, quantize_int8, session
+from automl.stages import find_stages
+from automl.student.build import build_student, deploy_form, fold, packed_size_bytes
+from automl.student.files import load_student, save_student
+from search_spaces import Architecture, SearchSpaceConfig
+
+TEACHERS = ("resnet18", "mobilenetv3_small_050")
+X = torch.randn(8, 1, 16, 16)
+Y = torch.randint(0, 10, (8,))
+TECHNIQUES = list_techniques()
+
+
+@pytest.fixture(scope="module", params=TEACHERS)
+def teacher(request):
+    model = timm.create_model(request.param, in_chans=1, num_classes=10).eval()
+    return request.param, model, find_stages(model, X[:1])
+
+
+def ladder_archs(name: str, stages) -> list[Architecture]:
+    return [Architecture.compose({name: p}) for p in get_technique(name).ladder(stages)]
+
+
+def test_the_registry_holds_the_built_in_techniques_and_the_plugin():
+    assert {"channels", "depth", "weight_quant", "half_stages"} <= set(TECHNIQUES)
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_along_its_ladder_it_builds_runs_and_shrinks(teacher, name):
+    _, model, stages = teacher
+    archs = ladder_archs(name, stages)
+    assert len(archs) >= 2, "a ladder goes from a mild to a strong setting"
+    sizes = []
+    for arch in archs:
+        student = build_student(model, stages, arch, (X, Y))
+        out = student.model.eval()(X)
+        assert out.shape == (8, 10) and torch.isfinite(out).all()
+        sizes.append(packed_size_bytes(student, arch))
+    assert sizes == sorted(sizes, reverse=True), f"packed size rose along the ladder: {sizes}"
+    assert sizes[-1] < sizes[0]
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_its_strongest_setting_round_trips_through_the_student_file(teacher, name, tmp_path):
+    teacher_name, model, stages = teacher
+    arch = ladder_archs(name, stages)[-1]
+    student = build_student(model, stages, arch, (X, Y)).model.eval()
+    fold(student)
+    path = tmp_path / "student.safetensors"
+    save_student(path, student, arch, {})
+    loaded, loaded_arch = load_student(path, teacher_name, 1, 10, (16, 16))
+    assert loaded_arch == arch
+    with torch.no_grad():
+        assert torch.allclose(loaded(X), student(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_its_strongest_setting_round_trips_through_onnx(teacher, name, tmp_path):
+    _, model, stages = teacher
+    arch = ladder_archs(name, stages)[-1]
+    student = build_student(model, stages, arch, (X, Y)).model.eval()
+    fold(student)
+    fp32 = export_fp32(student, X[:1], tmp_path / "fp32.onnx")
+    with torch.no_grad():
+        expected = student(X).numpy()
+    np.testing.assert_allclose(ort_logits(session(fp32), X.numpy()), expected, atol=1e-3)
+    if onnx_format(deploy_form(arch)) == "int8":
+        int8 = quantize_int8(fp32, X.numpy(), tmp_path / "int8.onnx")
+        ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        assert ort_logits(session(int8), X.numpy()).shape == (8, 10)
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_its_default_space_is_valid_and_samples_what_it_describes(teacher, name):
+    _, _, stages = teacher
+    technique = get_technique(name)
+    space = SearchSpaceConfig.model_validate({"techniques": [name]}).bind(stages)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    arch = space.sample(trial)
+    assert arch.techniques == (name,)
+    described = technique.describe(arch.params(name))
+    assert described and all(isinstance(v, str) for v in described.values())
+    assert set(arch.stages[0]) == set(technique.stage_fields())

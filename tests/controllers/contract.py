@@ -1,0 +1,121 @@
+"""The contract every controller meets, as real CLI processes. A backend's test module imports
+these tests (`from tests.controllers.contract import *`) and defines two fixtures:
+
+- `start_search(config_path, *args) -> Popen`: a `cli.py search` process of that backend, in a
+  session of its own (so that killing its group kills the driver and nothing else);
+- `check_backend(run_path)`: what that backend adds to the run directory (e.g. node ids).
+
+Failures are real: tests/fault_technique.py, enabled as a plugin, fails trials while they are
+built (`raise`) and through the real training loop (`nan`), in whichever process runs them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+
+from tests.conftest import tiny_raw, write_config
+
+__all__ = [
+    "test_budget_counts_completed_trials_and_failures_are_recorded",
+    "test_sigkill_then_resume_loses_and_repeats_no_trial",
+]
+
+
+def rows(run: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((run / "trials.csv").open()))
+
+
+def complete_in_study(db: Path, name: str) -> dict[int, tuple[float, ...]]:
+    """Completed trials and their objective values, read without writing: while the search
+    process creates the schema, an Optuna storage opened here would try to create it too."""
+    if not db.exists():
+        return {}
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            found = con.execute(
+                "SELECT t.number, v.value FROM trials t "
+                "JOIN studies s ON s.study_id = t.study_id "
+                "JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE s.study_name = ? AND t.state = 'COMPLETE' ORDER BY t.number, v.objective",
+                (name,),
+            ).fetchall()
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return {}
+    done: dict[int, list[float]] = {}
+    for number, value in found:
+        done.setdefault(number, []).append(value)
+    return {n: tuple(v) for n, v in done.items()}
+
+
+def wait(proc: subprocess.Popen, timeout: float = 300) -> str:
+    out, err = proc.communicate(timeout=timeout)
+    text = (out or "") + (err or "")
+    assert proc.returncode == 0, text[-4000:]
+    return text
+
+
+def test_budget_counts_completed_trials_and_failures_are_recorded(
+    start_search, check_backend, tiny, teacher_cache, tmp_path
+):
+    run = tmp_path / "run"
+    raw = tiny_raw(teacher_cache, run, budget=3)
+    raw["plugins"] = ["tests.fault_technique"]
+    raw["search_space"] = {"techniques": ["depth", "channels", "weight_quant", "fault"]}
+    wait(start_search(write_config(tmp_path / "c.yaml", raw)))
+    trials = rows(run)
+    done = [r for r in trials if r["state"] == "COMPLETE"]
+    failed = [r for r in trials if r["state"] == "FAIL"]
+    assert len(done) == 3, [(r["state"], r["fault"]) for r in trials]
+    assert all(r["fault"] == "none" for r in done)
+    assert any("RuntimeError: injected fault" in r["error"] for r in failed)
+    assert any("NonFiniteLoss" in r["error"] for r in failed)
+    assert all(r["fault"] != "none" for r in failed)  # no other trial failed
+    front = json.loads((run / "pareto.json").read_text())["front"]
+    assert {m["trial"] for m in front} <= {int(r["number"]) for r in done}
+    session = json.loads((run / "run.json").read_text())["sessions"][-1]
+    assert session["sampler"] == "RandomSampler"
+    check_backend(run)
+
+
+def test_sigkill_then_resume_loses_and_repeats_no_trial(
+    start_search, check_backend, tiny, teacher_cache, tmp_path
+):
+    run = tmp_path / "killed"
+    config = write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache, run, budget=4))
+    proc = start_search(config)
+    deadline = time.monotonic() + 240
+    while len(complete_in_study(run / "study.db", "tiny")) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no trial completed in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = complete_in_study(run / "study.db", "tiny")
+    assert 2 <= len(before) < 4
+
+    wait(start_search(None, "--resume", "--out", str(run)))
+    after = complete_in_study(run / "study.db", "tiny")
+    assert len(after) == 4
+    assert all(after[n] == values for n, values in before.items())  # kept, not re-run
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run}/study.db")
+    archs = [
+        json.dumps(t.user_attrs["architecture"], sort_keys=True)
+        for t in study.trials
+        if t.state.name == "COMPLETE"
+    ]
+    assert len(set(archs)) == len(archs)
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "FAIL"}
+    interrupted = [r for r in rows(run) if r["state"] == "FAIL"]
+    assert all(r["error"].startswith("interrupted") for r in interrupted)
+    doc = json.loads((run / "run.json").read_text())
+    assert len(doc["sessions"]) == 1 and doc["status"] == "complete"  # the killed one left none
+    check_backend(run)

@@ -1,0 +1,38 @@
+"""The local controller meets the controller contract (tests/controllers/contract.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.controllers.contract import *  # noqa: F403  (the contract's tests run here)
+
+
+@pytest.fixture
+def start_search():
+    def start(config: Path | None, *args: str) -> subprocess.Popen:
+        flags = ["--config", str(config)] if config is not None else []
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "cli.py"), "search", *flags, *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
+    return start
+
+
+@pytest.fixture
+def check_backend():
+    def check(run: Path) -> None:
+        header = (run / "trials.csv").read_text().splitlines()[0].split(",")
+        assert "node_id" not in header  # a column of the Ray controller only
+        assert not (run / "ray").exists()
+
+    return check

@@ -1,0 +1,75 @@
+"""The study helpers both controllers share: interrupted trials, records (of this version and
+of runs written before techniques were plugins), the failed-trial policy."""
+
+from __future__ import annotations
+
+import pytest
+
+from automl.controllers import CONTROLLERS, list_controllers
+from automl.controllers.study import (
+    INTERRUPTED,
+    FailureBudget,
+    SearchFailed,
+    StudyRef,
+    fail_interrupted,
+    open_study,
+    records,
+    resumed_seed,
+)
+from tests.conftest import ROOT, make_arch
+
+
+def test_interrupted_trials_fail_with_their_reason_and_records_read_both_formats(tmp_path):
+    ref = StudyRef(tmp_path / "study.db", "s", tmp_path)
+    study = open_study(ref)
+    arch = make_arch([1, 0.5], [1, 2], [8, 4])
+    done = study.ask()
+    done.set_user_attr("architecture", arch.model_dump(mode="json"))
+    done.set_user_attr(
+        "result",
+        {
+            "val_accuracy": 0.9,
+            "test_accuracy": 0.8,
+            "latency_ms": 1.0,
+            "size_bytes": 10,
+            "params": 5,
+            "macs": 7,
+            "train_seconds": 1.0,
+            "epochs": 1,
+        },
+    )
+    study.tell(done, [0.9, 1.0, 10])
+    legacy = study.ask()  # a trial of a run written before plugins: flat architecture
+    legacy.set_user_attr("architecture", arch.flat())
+    study.ask()  # left running by a killed process
+    fail_interrupted(open_study(ref))
+    found = records(open_study(ref))
+    assert [r.state for r in found] == ["COMPLETE", "FAIL", "FAIL"]  # both left running
+    assert found[0].architecture == arch and found[0].result.val_accuracy == 0.9
+    assert found[1].architecture == arch  # from the flat form
+    assert found[1].error == found[2].error == INTERRUPTED and found[2].architecture is None
+    assert resumed_seed(study, 5) == 8
+
+
+def test_failures_are_counted_until_the_limit_is_passed():
+    budget = FailureBudget(limit=2, failed=1)
+    budget.record("RuntimeError: one")
+    assert not budget.exhausted
+    with pytest.raises(SearchFailed, match=r"3 trials failed .* last: RuntimeError: two"):
+        budget.record("RuntimeError: two")
+
+
+def test_every_registered_controller_runs_the_controller_contract():
+    for name in list_controllers():
+        module = (
+            ROOT / "tests" / "controllers" / f"test_{CONTROLLERS[name][0].rsplit('.', 1)[1]}.py"
+        )
+        assert module.is_file(), f"no contract test module for controller {name!r}: {module}"
+        assert "from tests.controllers.contract import *" in module.read_text()
+
+
+def test_study_directions_follow_the_objectives(tmp_path):
+    from automl.objectives import OBJECTIVES
+
+    study = open_study(StudyRef(tmp_path / "db.db", "s", tmp_path))
+    assert [d.name.lower() for d in study.directions] == [o.direction for o in OBJECTIVES]

@@ -1,0 +1,119 @@
+"""Data sources: one contract over every registered source, then what each one does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from automl.data import DataBundle, list_data_sources, load_data
+from automl.data.digits import DigitsConfig
+from automl.data.image_folder import ImageFolderConfig
+from automl.errors import UserError
+
+# A small real input for each registered source; a source missing here fails the suite.
+SOURCES: dict[str, Callable[[Path], object]] = {
+    "digits": lambda tmp: DigitsConfig(image_size=16),
+    "image_folder": lambda tmp: ImageFolderConfig(
+        root=_write_folder(tmp / "imgs", per_class=10), image_size=16, channels=3
+    ),
+}
+
+
+def test_every_registered_source_is_in_the_contract():
+    assert sorted(SOURCES) == list_data_sources()
+
+
+@pytest.mark.parametrize("source", list_data_sources())
+def test_source_contract(source, tmp_path):
+    config = SOURCES[source](tmp_path)
+    a, b, other = load_data(config, 0), load_data(config, 0), load_data(config, 1)
+    assert isinstance(a, DataBundle) and a.num_classes == len(a.class_names) >= 2
+    splits = (a.train, a.val, a.test)
+    for split in splits:
+        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
+        assert split.x.shape[1:] == (a.in_chans, *a.image_size) and len(split) > 0
+        assert set(split.y.tolist()) == set(range(a.num_classes))  # stratified: every class
+    assert abs(float(a.train.x.mean())) < 0.05  # normalised on the training split
+    assert set(a.preprocess) == {"resize", "interpolation", "divide_by", "mean", "std", "channels"}
+    assert len(a.preprocess["mean"]) == a.in_chans == a.preprocess["channels"]
+    # The split is fixed by the seed, and no image is in two splits.
+    assert torch.equal(a.val.x, b.val.x) and a.fingerprint == b.fingerprint
+    assert a.fingerprint != other.fingerprint
+    rows = [{tuple(x.flatten().tolist()) for x in s.x} for s in splits]
+    assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
+
+
+def test_digits_split_is_stratified_fixed_by_seed_and_normalised():
+    a = load_data(DigitsConfig(image_size=32), seed=0)
+    b = load_data(DigitsConfig(image_size=32), seed=0)
+    c = load_data(DigitsConfig(image_size=32), seed=1)
+    assert len(a.train) + len(a.val) + len(a.test) == 1797
+    assert (len(a.val), len(a.test)) == (360, 360)
+    assert a.train.x.shape[1:] == (1, 32, 32) and a.num_classes == 10
+    assert torch.equal(a.val.y, b.val.y) and torch.equal(a.val.x, b.val.x)
+    assert not torch.equal(a.val.x, c.val.x) and a.fingerprint != c.fingerprint
+    for split in (a.train, a.val, a.test):
+        share = np.bincount(split.y.numpy(), minlength=10) / len(split)
+        assert np.all(np.abs(share - 0.1) < 0.02)
+    assert abs(float(a.train.x.mean())) < 1e-4 and abs(float(a.train.x.std()) - 1) < 1e-2
+    assert a.preprocess == {
+        "resize": [32, 32],
+        "interpolation": "bilinear",
+        "divide_by": 16.0,
+        "mean": a.preprocess["mean"],
+        "std": a.preprocess["std"],
+        "channels": 1,
+    }
+
+
+def test_preprocess_turns_raw_digits_into_the_model_input():
+    from sklearn.datasets import load_digits
+
+    bundle = load_data(DigitsConfig(image_size=16), seed=0)
+    p = bundle.preprocess
+    raw = torch.from_numpy(load_digits().images[:, None].astype(np.float32))
+    x = torch.nn.functional.interpolate(raw / p["divide_by"], size=p["resize"], mode="bilinear")
+    x = (x - torch.tensor(p["mean"])[None, :, None, None]) / torch.tensor(p["std"])[
+        None, :, None, None
+    ]
+    train_rows = {tuple(r.flatten().round(decimals=4).tolist()) for r in x}
+    assert tuple(bundle.train.x[0].flatten().round(decimals=4).tolist()) in train_rows
+
+
+def _write_folder(root, classes=("cat", "dog", "owl"), per_class=6, size=12) -> Path:
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = (rng.random((size, size, 3)) * 60 + 60 * k).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    (root / "cat" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_loads_classes_channels_and_size(tmp_path):
+    _write_folder(tmp_path / "imgs")
+    bundle = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=16, channels=3), 0)
+    assert bundle.class_names == ["cat", "dog", "owl"]
+    assert bundle.train.x.shape[1:] == (3, 16, 16)
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 18
+    assert bundle.preprocess["divide_by"] == 255.0
+    grey = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=8, channels=1), 0)
+    assert grey.in_chans == 1 and "image_folder" in list_data_sources()
+
+
+def test_image_folder_errors_are_clear(tmp_path):
+    with pytest.raises(UserError, match="image folder not found"):
+        load_data(ImageFolderConfig(root=tmp_path / "missing"), 0)
+    _write_folder(tmp_path / "few", per_class=2)
+    with pytest.raises(UserError, match="at least 3 images"):
+        load_data(ImageFolderConfig(root=tmp_path / "few"), 0)
+    _write_folder(tmp_path / "broken")
+    (tmp_path / "broken" / "dog" / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image"):
+        load_data(ImageFolderConfig(root=tmp_path / "broken"), 0)

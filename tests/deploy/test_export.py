@@ -1,0 +1,54 @@
+"""The export folder: refused over existing files, whole or absent, and its model card."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from automl.deploy import check as check_module
+from automl.deploy.check import ExportCheckFailed
+from automl.deploy.export import FILES, card_markdown, check_out_dir, export_trial
+from automl.deploy.remeasure import MeasureSettings
+from automl.errors import UserError
+from automl.run.finished import open_search_run
+
+QUICK = MeasureSettings(batch_sizes=(1, 4), rounds=1, calls=2, warmup=1)
+
+
+def test_an_existing_folder_with_files_is_refused(tmp_path):
+    check_out_dir(tmp_path / "new")  # absent: fine
+    (tmp_path / "empty").mkdir()
+    check_out_dir(tmp_path / "empty")  # empty: fine
+    (tmp_path / "empty" / "mine.txt").write_text("keep")
+    with pytest.raises(UserError, match="not empty"):
+        check_out_dir(tmp_path / "empty")
+
+
+def test_the_folder_holds_its_files_and_a_card_that_reads(searched_run, tmp_path):
+    run = open_search_run(searched_run)
+    trial = run.front[0].trial
+    card = export_trial(run, trial, tmp_path / "model", QUICK, "python cli.py train ...")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == sorted(FILES)
+    assert card["format"] == "int8"  # the searched run keeps weights at 8 bits or below
+    assert set(card["compression"]) == {"depth", "channels", "weight_quant"}
+    ratio = card["int8_speedup_vs_fp32"]
+    lat = card["onnxruntime_latency_ms"]
+    assert ratio["batch_4"] == pytest.approx(
+        lat["fp32 export"]["batch_4"] / lat["model.onnx"]["batch_4"], rel=0.01
+    )
+    text = (tmp_path / "model" / "card.md").read_text()
+    assert f"trial {trial}" in text and "weight bits" in text and "int8 against its fp32" in text
+    fp32_card = {**card, "format": "fp32", "int8_speedup_vs_fp32": None}
+    fp32_card["onnxruntime_latency_ms"] = {"model.onnx": lat["model.onnx"]}
+    assert "int8 against" not in card_markdown(fp32_card)
+
+
+def test_a_failed_export_leaves_no_folder(searched_run, tmp_path, monkeypatch):
+    run_copy = tmp_path / "run"
+    shutil.copytree(searched_run, run_copy)
+    run = open_search_run(run_copy)
+    monkeypatch.setattr(check_module, "MAX_ACCURACY_GAP", -1.0)  # no model can pass
+    with pytest.raises(ExportCheckFailed):
+        export_trial(run, run.front[0].trial, tmp_path / "out" / "model", QUICK, "-")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the folder nor its staging

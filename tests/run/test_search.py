@@ -1,0 +1,87 @@
+"""The whole search through the real code paths: Optuna in SQLite, real students, the run
+directory's contract, and where a resumed run writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from automl.config import validate_config
+from automl.errors import UserError
+from automl.objectives import REFERENCE_POINT
+from automl.pareto import hypervolume
+from automl.run.documents import ParetoDocument, front_points, read_document
+from automl.run.search import resume_config, run_search
+from tests.conftest import tiny_raw
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny, teacher_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    config = validate_config(tiny_raw(teacher_cache, out, budget=5, sampler="tpe"), "test")
+    return out, run_search(config)
+
+
+def test_run_directory_contract(finished_run):
+    out, summary = finished_run
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "complete" and run["seed"] == 0 and run["format"] == 2
+    assert {"params", "size_bytes", "latency_ms", "val_accuracy", "test_accuracy"} <= set(
+        run["teacher"]
+    )
+    assert {"torch", "timm", "optuna", "torch_pruning"} <= set(run["versions"])
+    assert run["wall_seconds"] > 0 and run["sessions"][0]["sampler"] == "TPESampler"
+    assert run["stages"][0]["blocks"] == "1..2" and run["stages"][0]["stage"] == "layer1"
+    study = optuna.load_study(study_name=run["study_name"], storage=f"sqlite:///{out}/study.db")
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 5 == summary.completed
+
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert len(rows) == len(study.trials)
+    for col in ("stage0.channel_keep", "stage0.blocks", "stage3.bits", "criterion", "macs"):
+        assert col in rows[0]
+    assert "test_accuracy" not in rows[0]  # reported for the front only
+
+    pareto = read_document(out / "pareto.json", ParetoDocument)
+    assert len(pareto.front) == summary.front_size >= 1
+    complete = {int(r["number"]) for r in rows if r["state"] == "COMPLETE"}
+    assert {m.trial for m in pareto.front} <= complete
+    # The stored hypervolume is the one of the stored front (not a constant, not stale).
+    assert pareto.hypervolume == pytest.approx(hypervolume(front_points(pareto), REFERENCE_POINT))
+    assert pareto.hypervolume == pytest.approx(summary.hypervolume) and pareto.hypervolume > 0
+    weights = sorted(p.name for p in (out / "models").glob("*.safetensors"))
+    assert weights == sorted(Path(m.weights).name for m in pareto.front)  # front only, all of it
+    for m in pareto.front:
+        assert (out / m.weights).with_suffix(".json").is_file()
+    html = (out / "report.html").read_text()
+    assert "Plotly.newPlot" in html and '<script src="http' not in html
+    assert html.count("<tr>") == len(pareto.front) + 1
+    assert "weight bits" in html and "channels kept" in html  # the techniques' own columns
+
+
+def test_an_existing_run_needs_resume(finished_run, teacher_cache):
+    out, _ = finished_run
+    with pytest.raises(UserError, match="--resume"):
+        run_search(validate_config(tiny_raw(teacher_cache, out), "test"))
+
+
+def test_a_copied_run_resumes_where_it_is(finished_run, tmp_path):
+    """A run directory is relocatable: resuming a copy writes the copy, not the original."""
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    before = (out / "trials.csv").read_text()
+    summary = run_search(resume_config(copy, budget=6), resume=True)
+    assert summary.run_dir == copy and summary.completed == 6
+    assert (out / "trials.csv").read_text() == before  # the original is untouched
+    doc = json.loads((copy / "run.json").read_text())
+    assert len(doc["sessions"]) == 2 and doc["config"]["out"] == str(copy)
+
+
+def test_resume_needs_a_run(tmp_path):
+    with pytest.raises(UserError, match="no run to resume"):
+        resume_config(tmp_path / "none")
