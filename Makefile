@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUDGET ?= 100
 
-.PHONY: install install-base search test lint format clean
+.PHONY: install install-base system-packages search test lint format clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ install: $(VENV)/.dev
 search: $(VENV)/.base
 	$(PY) cli.py search --budget $(BUDGET)
 
-test: $(VENV)/.dev
+# Chromium, iproute2 and util-linux for the browser and multi-node tests (apt-get, root or sudo).
+system-packages:
+	bash scripts/system-packages.sh
+
+test: $(VENV)/.dev system-packages
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.dev
