@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from automl.controllers import list_controllers
 from automl.controllers.samplers import list_samplers
+
+if TYPE_CHECKING:
+    from automl.run.documents import ParetoDocument
 
 app = typer.Typer(
     add_completion=False,
@@ -175,7 +178,7 @@ def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> Non
     stdout.print(f"rewrote {run.run_dir.pareto_json} and {run.run_dir.report_html}")
 
 
-def _print_front(pareto: Any) -> None:
+def _print_front(pareto: ParetoDocument) -> None:
     from rich.table import Table
 
     from automl.deploy.pick import figures_of

@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 from dataclasses import dataclass
+from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
@@ -32,16 +33,17 @@ class Experiment:
     teacher: Teacher
     device: torch.device
 
-    @property
+    @cached_property
     def stages(self) -> list[Stage]:
+        """The teacher's stages (found with one forward pass, once)."""
         return find_stages(self.teacher.model, self.data.example_input())
 
-    def trial_context(self, stages: list[Stage] | None = None) -> TrialContext:
+    def trial_context(self) -> TrialContext:
         """What every trial of this experiment shares (teacher logits included)."""
         c = self.config
         return TrialContext(
             self.teacher.model,
-            stages if stages is not None else self.stages,
+            self.stages,
             self.data,
             self.teacher.train_logits,
             c.training,

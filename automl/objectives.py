@@ -19,7 +19,8 @@ import numpy as np
 class Objective:
     name: str  # a field of TrialResult, pareto.json members and the teacher's figures
     direction: Literal["maximize", "minimize"]
-    label: str  # for axes and tables
+    label: str  # for axes and tables, in the unit `scale` gives
+    scale: float = 1.0  # shown value = value * scale
 
     @property
     def mode(self) -> Literal["max", "min"]:
@@ -40,7 +41,7 @@ class Objective:
 OBJECTIVES: tuple[Objective, ...] = (
     Objective("val_accuracy", "maximize", "validation accuracy"),
     Objective("latency_ms", "minimize", "latency (ms)"),
-    Objective("size_bytes", "minimize", "size (bytes, packed)"),
+    Objective("size_bytes", "minimize", "size (KiB, packed)", scale=1 / 1024),
 )
 NAMES = tuple(o.name for o in OBJECTIVES)
 DIRECTIONS = [o.direction for o in OBJECTIVES]

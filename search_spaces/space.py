@@ -38,7 +38,7 @@ from automl.compress import (
     owner_of,
     techniques_in_order,
 )
-from automl.compress._base import check_field_value
+from automl.compress._base import check_field_values
 from automl.stages import Stage
 from search_spaces.architecture import Architecture
 from search_spaces.dimensions import Dimension, FloatDim, IntDim, Suggester
@@ -63,7 +63,9 @@ class SearchSpaceConfig(BaseModel):
         description="compression techniques to search",
     )
     shared_stages: bool = Field(
-        default=False, description="one value of each per-stage dimension for every stage"
+        default=False,
+        description="one value of each per-stage dimension for every stage, where stages can "
+        "share one (a stage's blocks cannot)",
     )
     kd_temperature: Dimension = FloatDim(low=1.0, high=8.0)
     kd_alpha: Dimension = FloatDim(low=0.3, high=1.0)
@@ -140,16 +142,14 @@ def _check_dimension(t: Technique, field: str, dim: Any) -> None:
     """Every value `dim` can give must be allowed by the technique (ends of a long range)."""
     if isinstance(dim, IntDim) and (dim.low is None or dim.high is None):
         return  # bound per stage by the technique's stage_range, checked when binding
-    for value in dim.probe():
-        try:
-            t.check_value(field, value)
-        except ValueError as exc:
-            raise ValueError(f"{exc} (technique {t.name!r})") from None
+    try:
+        t.check_values(field, dim.probe())
+    except ValueError as exc:
+        raise ValueError(f"{exc} (technique {t.name!r})") from None
 
 
 def _check_recipe(name: str, dim: Any) -> None:
-    for value in dim.probe():
-        check_field_value(Architecture.model_fields[name], name, value)
+    check_field_values(Architecture.model_fields[name], name, dim.probe(), per_stage=False)
 
 
 class BoundSearchSpace:

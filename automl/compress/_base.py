@@ -25,8 +25,8 @@ A technique is a subclass of `Technique` decorated with `register_technique`:
 - `ladder(stages)`: settings from the mildest to the strongest compression; the contract suite
   checks that the packed size never rises along it.
 
-`stage_range`, `restore` and `account` have defaults that fit a technique which only changes the
-weights' values or the model's shapes; the rest must be written.
+`stage_range`, `restore` and `account` default to nothing, which fits a technique whose result a
+state dict holds and whose tensors are stored dense at fp32; the rest must be written.
 """
 
 from __future__ import annotations
@@ -142,11 +142,11 @@ class Technique(ABC):
         return marker is not None and marker.shareable
 
     @classmethod
-    def check_value(cls, field_name: str, value: Any) -> None:
-        """Raise ValueError when `value` is not allowed in `field_name` (one stage's value for a
-        per-stage field). Values must have the field's type already: 1.5 is no int."""
-        candidate = [value] if field_name in cls.stage_fields() else value
-        check_field_value(cls.Params.model_fields[field_name], field_name, candidate)
+    def check_values(cls, field_name: str, values: list[Any]) -> None:
+        """Raise ValueError naming the first of `values` that `field_name` does not allow (each
+        one stage's value for a per-stage field). Values must have the field's type already."""
+        per_stage = field_name in cls.stage_fields()
+        check_field_values(cls.Params.model_fields[field_name], field_name, values, per_stage)
 
     def stage_range(self, field_name: str, stage: Stage) -> tuple[Any, Any] | None:
         return None
@@ -170,16 +170,19 @@ class Technique(ABC):
     def ladder(self, stages: list[Stage]) -> list[Any]: ...
 
 
-def check_field_value(info: FieldInfo, name: str, value: Any) -> None:
-    """Raise ValueError when `value` does not fit a pydantic field, types strictly (1.5 is no
-    int, and 1.0 is no int either), with pydantic's reason."""
+def check_field_values(info: FieldInfo, name: str, values: list[Any], per_stage: bool) -> None:
+    """Raise ValueError naming the first of `values` that a pydantic field does not allow, with
+    pydantic's reason. Types are strict: 1.5 is no int, and neither is 1.0. For a per-stage
+    field (a list of one value per stage) each value is checked as one stage's."""
     annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+    adapter = TypeAdapter(annotation if per_stage else list[annotation])  # type: ignore[valid-type]
     try:
-        TypeAdapter(annotation).validate_python(value, strict=True)
+        adapter.validate_python(list(values), strict=True)
     except ValidationError as exc:
-        reason = "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())
-        shown = value[0] if isinstance(value, list) and len(value) == 1 else value
-        raise ValueError(f"{name}: {shown!r} is not allowed ({reason})") from None
+        first = exc.errors()[0]
+        bad = values[first["loc"][0]] if first["loc"] else values
+        reason = first["msg"].removeprefix("Value error, ")
+        raise ValueError(f"{name}: {bad!r} is not allowed ({reason})") from None
 
 
 def _stage_marker(metadata: list[Any]) -> StageField | None:

@@ -52,7 +52,7 @@ def train_architecture(
             f"the architecture does not fit teacher {config.teacher.model}: {exc}; use the "
             "config (--config/--run) of the search it came from"
         ) from None
-    result, model = run_trial(arch, exp.trial_context(stages), seed, kd=kd)
+    result, model = run_trial(arch, exp.trial_context(), seed, kd=kd)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"teacher": exp.teacher.card.model, "seed": seed, "kd": kd, **result.model_dump()}

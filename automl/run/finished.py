@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from automl.config import ExperimentConfig
 from automl.data import DataBundle, load_data
 from automl.errors import UserError
 from automl.run.documents import FrontMember, ParetoDocument, RunDocument
@@ -28,7 +29,7 @@ class SearchRun:
     pareto: ParetoDocument
 
     @property
-    def config(self):
+    def config(self) -> ExperimentConfig:
         return self.doc.config
 
     @property

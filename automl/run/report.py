@@ -19,9 +19,6 @@ from automl.run.documents import Deployed, FrontMember, ParetoDocument, TeacherF
 from automl.run.layout import RESULT_COLUMNS
 from automl.trial import TrialRecord
 
-# Each minimised objective is plotted against accuracy, with the unit and scale shown.
-_AXES = {"latency_ms": ("latency (ms)", 1.0), "size_bytes": ("size (KiB, packed)", 1 / 1024)}
-
 
 def report_title(name: str) -> str:
     return f"Compression search: {name}"
@@ -47,10 +44,10 @@ def build_report(pareto: ParetoDocument, points: list[dict[str, Any]], title: st
     fig = make_subplots(
         rows=1,
         cols=len(axes),
-        subplot_titles=[f"validation accuracy vs {_AXES[o.name][0]}" for o in axes],
+        subplot_titles=[f"validation accuracy vs {o.label}" for o in axes],
     )
     for col, objective in enumerate(axes, start=1):
-        key, scale = objective.name, _AXES[objective.name][1]
+        key, scale = objective.name, objective.scale
         for group, name, style in (
             (others, "dominated trials", {"color": "#9aa5b1", "size": 7, "opacity": 0.6}),
             (front, "Pareto front", {"color": "#d9480f", "size": 10, "line": {"width": 1}}),
@@ -71,7 +68,7 @@ def build_report(pareto: ParetoDocument, points: list[dict[str, Any]], title: st
                 col=col,
             )
         fig.add_trace(_teacher_marker(teacher, teacher[key] * scale, col == 1), row=1, col=col)
-        fig.update_xaxes(title_text=_AXES[key][0], type="log", row=1, col=col)
+        fig.update_xaxes(title_text=objective.label, type="log", row=1, col=col)
     fig.update_yaxes(title_text="validation accuracy", row=1, col=1)
     fig.update_layout(height=520, template="plotly_white", legend={"orientation": "h"})
     plot = fig.to_html(full_html=False, include_plotlyjs=True, div_id="pareto-plots")

@@ -127,7 +127,7 @@ def run_search(
     )
     run_dir.write_run(doc)
     controller = create_controller(
-        config.search.backend, config, run_dir.study(config.name), space, exp.trial_context(stages)
+        config.search.backend, config, run_dir.study(config.name), space, exp.trial_context()
     )
 
     def on_complete(number: int, arch: Architecture, result: TrialResult, weights: bytes) -> None:
