@@ -36,8 +36,10 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
     """Class decorator: register one instance of `cls` under `cls.name`. Refuses a name that is
     taken, a field name another technique uses, and a field without a default dimension."""
     name = cls.name
-    if name in _TECHNIQUES and type(_TECHNIQUES[name]).__qualname__ != cls.__qualname__:
-        raise ValueError(f"technique {name!r} is registered already")
+    if name in _TECHNIQUES and _where(type(_TECHNIQUES[name])) != _where(cls):
+        raise ValueError(
+            f"technique {name!r} is registered already, by {_where(type(_TECHNIQUES[name]))}"
+        )
     fields = set(cls.Params.model_fields)
     for other in _TECHNIQUES.values():
         clash = fields & set(other.Params.model_fields)
@@ -50,6 +52,11 @@ def register_technique(cls: type[Technique]) -> type[Technique]:
         raise ValueError(f"technique {name!r}: no default dimension in `space` for {missing}")
     _TECHNIQUES[name] = cls()
     return cls
+
+
+def _where(cls: type) -> str:
+    """A class's module and name: the same technique imported twice registers once."""
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def get_technique(name: str) -> Technique:

@@ -63,6 +63,8 @@ def test_registration_refuses_clashes_and_missing_defaults():
         register_technique(_technique("other_bits", {"bits": PerStage[int]}, {"bits": 8}))
     with pytest.raises(ValueError, match="no default dimension in `space`"):
         register_technique(_technique("no_space", {"width": PerStage[int]}, {}))
-    with pytest.raises(ValueError, match="'channels' is registered already"):
+    with pytest.raises(
+        ValueError, match=r"'channels' is registered already, by automl\.compress\.channels"
+    ):
         register_technique(_technique("channels", {"x": int}, {"x": 1}))
     assert "other_bits" not in list_techniques() and "no_space" not in list_techniques()
