@@ -36,6 +36,14 @@ def ladder_archs(name: str, stages) -> list[Architecture]:
     return [Architecture.compose({name: p}) for p in get_technique(name).ladder(stages)]
 
 
+def strongest(name: str, model, stages) -> tuple[Architecture, torch.nn.Module]:
+    """The technique's strongest setting, built and folded into its deployed form."""
+    arch = ladder_archs(name, stages)[-1]
+    student = build_student(model, stages, arch, (X, Y)).model.eval()
+    fold(student)
+    return arch, student
+
+
 def test_the_registry_holds_the_built_in_techniques_and_the_plugin():
     assert {"channels", "depth", "weight_quant", "half_stages"} <= set(TECHNIQUES)
 
@@ -58,9 +66,7 @@ def test_along_its_ladder_it_builds_runs_and_shrinks(teacher, name):
 @pytest.mark.parametrize("name", TECHNIQUES)
 def test_its_strongest_setting_round_trips_through_the_student_file(teacher, name, tmp_path):
     teacher_name, model, stages = teacher
-    arch = ladder_archs(name, stages)[-1]
-    student = build_student(model, stages, arch, (X, Y)).model.eval()
-    fold(student)
+    arch, student = strongest(name, model, stages)
     path = tmp_path / "student.safetensors"
     save_student(path, student, arch, {})
     loaded, loaded_arch = load_student(path, teacher_name, 1, 10, (16, 16))
@@ -72,9 +78,7 @@ def test_its_strongest_setting_round_trips_through_the_student_file(teacher, nam
 @pytest.mark.parametrize("name", TECHNIQUES)
 def test_its_strongest_setting_round_trips_through_onnx(teacher, name, tmp_path):
     _, model, stages = teacher
-    arch = ladder_archs(name, stages)[-1]
-    student = build_student(model, stages, arch, (X, Y)).model.eval()
-    fold(student)
+    arch, student = strongest(name, model, stages)
     fp32 = export_fp32(student, X[:1], tmp_path / "fp32.onnx")
     with torch.no_grad():
         expected = student(X).numpy()
