@@ -18,7 +18,13 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from automl.compress import LEGACY_TECHNIQUES, Technique, TechniqueParams, techniques_in_order
+from automl.compress import (
+    LEGACY_TECHNIQUES,
+    Technique,
+    TechniqueParams,
+    get_technique,
+    techniques_in_order,
+)
 from automl.stages import Stage
 
 _OWN_FIELDS = ("techniques", "stages", "kd_temperature", "kd_alpha")
@@ -64,7 +70,7 @@ class Architecture(BaseModel):
         """The values of one enabled technique, as its `Params`."""
         if technique not in self.techniques:
             raise ValueError(f"technique {technique!r} is not enabled in this architecture")
-        t = next(t for t in techniques_in_order(self.techniques) if t.name == technique)
+        t = get_technique(technique)
         return _params(t, list(self.stages), self.model_extra or {})
 
     def check_fits(self, stages: list[Stage]) -> None:

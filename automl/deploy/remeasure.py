@@ -33,6 +33,7 @@ from automl.run.documents import (
     Measurement,
     ParetoDocument,
     TeacherFigures,
+    write_atomic,
 )
 from automl.run.finished import SearchRun
 from automl.run.layout import trial_key
@@ -210,6 +211,6 @@ def rebuild_report(
     pareto = remeasure(run, settings, say)
     run.run_dir.write_pareto(pareto)
     page = build_report(pareto, run.run_dir.read_trial_points(), report_title(run.config.name))
-    run.run_dir.write_text(run.run_dir.report_html, page)
+    write_atomic(run.run_dir.report_html, page)
     run.pareto = pareto
     return pareto

@@ -196,11 +196,16 @@ def read_document(path: Path, kind: type[Doc]) -> Doc:
         ) from None
 
 
-def write_document(path: Path, doc: BaseModel) -> None:
-    """Write atomically, so a killed process never leaves half a file."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a file beside it, so a killed process never leaves half a
+    file (every file of a run directory is written this way)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(doc.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
+    tmp.write_text(text, newline="")  # as given: the CSV writer chose its line ends
     os.replace(tmp, path)
+
+
+def write_document(path: Path, doc: BaseModel) -> None:
+    write_atomic(path, json.dumps(doc.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
 
 
 def front_of(records: list[TrialRecord], teacher: TeacherFigures) -> list[TrialRecord]:

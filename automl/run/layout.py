@@ -12,12 +12,18 @@ onnx/         after `report`: the deployed form of the teacher and of each front
 from __future__ import annotations
 
 import csv
-import os
+import io
 from pathlib import Path
 from typing import Any
 
 from automl.controllers.study import StudyRef
-from automl.run.documents import ParetoDocument, RunDocument, read_document, write_document
+from automl.run.documents import (
+    ParetoDocument,
+    RunDocument,
+    read_document,
+    write_atomic,
+    write_document,
+)
 from automl.trial import TrialRecord, TrialResult
 
 RESULT_COLUMNS = [
@@ -67,29 +73,22 @@ class RunDir:
     def write_pareto(self, doc: ParetoDocument) -> None:
         write_document(self.pareto_json, doc)
 
-    def write_text(self, path: Path, text: str) -> None:
-        """Write atomically, so a killed process never leaves half a file."""
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
     def write_trials(self, records: list[TrialRecord]) -> None:
         flat = [r.architecture.flat() if r.architecture is not None else {} for r in records]
         arch_cols = list(dict.fromkeys(k for row in flat for k in row))
         extra_cols = list(dict.fromkeys(k for r in records for k in r.extra))
         columns = ["number", "state", *arch_cols, *RESULT_COLUMNS, *extra_cols, "error"]
-        tmp = self.trials_csv.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            for r, arch in zip(records, flat, strict=True):
-                row: dict[str, Any] = {"number": r.number, "state": r.state, "error": r.error}
-                row.update(arch)
-                if r.result is not None:
-                    row.update({k: getattr(r.result, k) for k in RESULT_COLUMNS})
-                row.update(r.extra)
-                writer.writerow(row)
-        os.replace(tmp, self.trials_csv)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns)
+        writer.writeheader()
+        for r, arch in zip(records, flat, strict=True):
+            row: dict[str, Any] = {"number": r.number, "state": r.state, "error": r.error}
+            row.update(arch)
+            if r.result is not None:
+                row.update({k: getattr(r.result, k) for k in RESULT_COLUMNS})
+            row.update(r.extra)
+            writer.writerow(row)
+        write_atomic(self.trials_csv, text.getvalue())
 
     def prune_weights(self, keep: set[int]) -> None:
         """Delete saved weights of trials that are no longer on the front."""

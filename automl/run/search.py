@@ -12,7 +12,14 @@ from automl.controllers.base import ControllerTimes, SearchProgress
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
 from automl.measure import latency_ms, macs_and_params
-from automl.run.documents import DataRecord, RunDocument, Session, TeacherFigures, pareto_document
+from automl.run.documents import (
+    DataRecord,
+    RunDocument,
+    Session,
+    TeacherFigures,
+    pareto_document,
+    write_atomic,
+)
 from automl.run.layout import RunDir
 from automl.run.progress import make_progress
 from automl.run.report import build_report, report_title, trial_points
@@ -147,7 +154,7 @@ def run_search(
     records = controller.records()
     on_records(records)
     pareto = pareto_document(records, figures, run_dir.weights_name)
-    run_dir.write_text(
+    write_atomic(
         run_dir.report_html, build_report(pareto, trial_points(records), report_title(config.name))
     )
     doc.sessions.append(
