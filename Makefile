@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUDGET ?= 100
 
-.PHONY: install install-base system-packages search test lint format clean
+.PHONY: install install-base system-packages search search-fashion test lint format clean
 
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ install: $(VENV)/.dev
 search: $(VENV)/.base
 	$(PY) cli.py search --budget $(BUDGET)
 
-# Chromium, iproute2 and util-linux for the browser and multi-node tests (apt-get, root or sudo).
+# Fashion-MNIST (Debian's dataset-fashion-mnist, installed by system-packages): proxy search,
+# then finalize; about 90 minutes on 2 cores, teacher training included.
+search-fashion: $(VENV)/.base system-packages
+	$(PY) cli.py search --config configs/fashion_mnist.yaml --budget $(BUDGET)
+
+# Chromium, iproute2, util-linux and dataset-fashion-mnist, for the browser, multi-node and
+# real-data tests (apt-get, as root or through sudo).
 system-packages:
 	bash scripts/system-packages.sh
 

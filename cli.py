@@ -123,6 +123,38 @@ def search(
         f"run directory: {summary.run_dir}  (report.html, pareto.json, trials.csv, models/)",
         highlight=False,
     )
+    if summary.finalized is not None:
+        _print_finalized(summary.finalized)
+
+
+def _print_finalized(done: Any) -> None:
+    tau = "undefined" if done.kendall_tau is None else f"{done.kendall_tau:.2f}"
+    stdout.print(
+        f"finalized: {len(done.retrained)} front models retrained for {done.epochs} epochs on "
+        f"{done.train_images} images (proxy: {done.proxy_epochs} epochs on "
+        f"{done.proxy_train_images}); {len(done.dropped)} left the front; Kendall tau of proxy "
+        f"and full validation accuracy {tau}",
+        highlight=False,
+    )
+
+
+@app.command()
+def finalize(run_path: Annotated[Path, typer.Argument(help="run directory of a search")]) -> None:
+    """Retrain the front of a proxy search on every training image for training.final_epochs,
+    rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
+    from automl.errors import UserError
+    from automl.run.finalize import finalize as run_finalize
+    from automl.run.finished import open_search_run
+
+    try:
+        pareto = run_finalize(open_search_run(run_path), _say)
+    except UserError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        stderr.print("interrupted; retrained models are kept. Run finalize again to go on.")
+        raise typer.Exit(130) from None
+    if pareto.finalized is not None:
+        _print_finalized(pareto.finalized)
 
 
 @app.command()

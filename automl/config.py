@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from automl.data import DataConfig
+from automl.data import DataConfig, list_data_sources
 from automl.data.digits import DigitsConfig
 from automl.errors import UserError
 from search_spaces import SearchSpaceConfig
@@ -31,11 +31,37 @@ class TrainingConfig(Strict):
     lr: Annotated[float, Field(gt=0, le=10)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
     threads: Annotated[int, Field(ge=0, description="torch threads; 0 = all cores")] = 0
+    train_subset: Annotated[int, Field(ge=10)] | None = Field(
+        default=None,
+        description="proxy search: train each student on this many training images "
+        "(stratified, fixed by data.split_seed); null: all",
+    )
+    kd_targets: Literal["auto", "cached", "online"] = Field(
+        default="auto",
+        description="teacher logits cached for kd_views fixed views per image (cheap on a "
+        "CPU), or a teacher forward per batch (online); auto: online on CUDA, else cached",
+    )
+    kd_views: Annotated[int, Field(ge=1, le=64, description="cached augmented views per image")] = 4
+    amp: bool = Field(default=True, description="bfloat16 autocast on CUDA")
+    final_epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None,
+        description="finalize: epochs of each front model's retraining on every training "
+        "image; null: `epochs`",
+    )
+
+    @property
+    def is_proxy(self) -> bool:
+        """Trials train at lower fidelity than `finalize` retrains the front at."""
+        return self.train_subset is not None or self.final_epochs not in (None, self.epochs)
 
 
 class LatencyConfig(Strict):
-    """How latency is measured: median of timed forward passes after warm-up."""
+    """How latency is measured: median of timed forward passes after warm-up, on the device
+    the model will be deployed on (never silently on the training device)."""
 
+    device: Literal["cpu", "cuda"] = Field(
+        default="cpu", description="the deployment device latency is measured on"
+    )
     batch_size: Annotated[int, Field(ge=1)] = 1
     warmup: Annotated[int, Field(ge=0)] = 10
     repeats: Annotated[int, Field(ge=30, description="timed runs; the median is reported")] = 50
@@ -67,6 +93,11 @@ class SearchConfig(Strict):
     max_failed_trials: Annotated[
         int, Field(ge=0, description="stop when this many trials have failed")
     ] = 50
+    finalize: bool = Field(
+        default=True,
+        description="after a proxy search (training.train_subset or final_epochs), retrain "
+        "the front at full fidelity",
+    )
 
 
 class RayConfig(Strict):
@@ -202,7 +233,7 @@ def _is_tag(part: Any) -> bool:
     return isinstance(part, str) and part in _TAGS
 
 
-_TAGS = {"digits", "image_folder", "float", "int", "choice", "fixed"}
+_TAGS = {*list_data_sources(), "float", "int", "choice", "fixed"}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

@@ -15,10 +15,11 @@ import torch
 import automl
 from automl.config import ExperimentConfig
 from automl.data import DataBundle, load_data
+from automl.data.bundle import stratified_subset
 from automl.errors import UserError
 from automl.stages import Stage, find_stages
 from automl.trial import TrialContext
-from teachers.cache import Teacher, get_teacher
+from teachers.cache import Teacher, get_teacher, view_bank
 
 # Distributions whose versions shape the numbers a run reports.
 VERSIONED = ("torch", "timm", "optuna", "torch-pruning", "onnxruntime", "ray")
@@ -38,17 +39,34 @@ class Experiment:
         """The teacher's stages (found with one forward pass, once)."""
         return find_stages(self.teacher.model, self.data.example_input())
 
+    @property
+    def kd_targets(self) -> str:
+        """`cached` or `online`: the config's choice, `auto` resolved by the device."""
+        chosen = self.config.training.kd_targets
+        if chosen == "auto":
+            return "online" if self.device.type == "cuda" else "cached"
+        return chosen
+
     def trial_context(self) -> TrialContext:
         """What every trial of this experiment shares (teacher logits included)."""
         c = self.config
+        bank = None
+        if self.kd_targets == "cached":
+            bank = view_bank(self.teacher, self.data, c.training.kd_views, self.device)
+        subset = None
+        if c.training.train_subset is not None:
+            labels = self.data.train.y.numpy()
+            picked = stratified_subset(labels, c.training.train_subset, c.data.split_seed)
+            subset = torch.from_numpy(picked) if len(picked) < len(labels) else None
         return TrialContext(
             self.teacher.model,
             self.stages,
             self.data,
-            self.teacher.train_logits,
+            bank,
             c.training,
             c.latency,
             self.device,
+            subset,
         )
 
 
@@ -66,8 +84,13 @@ def prepare(config: ExperimentConfig, retrain: bool = False) -> Experiment:
     """Data and teacher for a config (the teacher trained on first use, else from its cache)."""
     torch.set_num_threads(config.training.threads or os.cpu_count() or 1)
     device = resolve_device(config.device)
-    data = load_data(config.data, config.seed)
-    teacher = get_teacher(config.teacher, data, device, config.seed, retrain=retrain)
+    if config.latency.device == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "latency.device: cuda was asked for but no CUDA device is available; measure on "
+            "the cpu, or search where the deployment GPU is"
+        )
+    data = load_data(config.data)
+    teacher = get_teacher(config.teacher, data, device, retrain=retrain)
     return Experiment(config, data, teacher, device)
 
 

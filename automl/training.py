@@ -5,10 +5,12 @@ Network"): KL(student_T || teacher_T) at temperature T, scaled by T² so its
 gradients keep their size as T changes, mixed with cross-entropy:
 ``loss = alpha * T² * KL + (1 - alpha) * CE``.
 
-timm ships `timm.task.LogitDistillationTask` with this loss, but it runs the
-teacher forward on every batch. Here the teacher's logits are computed once per
-data set and shared by every trial (a search trains hundreds of students on the
-same images), so the loss takes cached logits instead; it returns the same keys.
+The teacher's targets come one of two ways, and both give the logits of exactly the
+view the student trains on: `online_distillation` runs the teacher on every batch
+(as `timm.task.LogitDistillationTask` does; right on a GPU), `distillation_loss`
+reads logits cached once for K fixed views per image (`ViewBank`) and shared by
+every trial of a search (cheap on a CPU, where a teacher forward costs more than a
+student's step).
 """
 
 from __future__ import annotations
@@ -17,17 +19,41 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from automl.augment import AugmentConfig, ViewBank, Views, apply_views, draw_views
 from automl.data import Split
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 # (epoch, val_accuracy) -> True to stop training early
 EpochCallback = Callable[[int, float], bool]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch on the device: the (augmented) inputs, labels, the indices of its
+    images in the training split, and which `ViewBank` view each image is (None: no bank)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: torch.Tensor
+    view: torch.Tensor | None = None
+
+
+LossFn = Callable[[torch.Tensor, Batch], dict[str, torch.Tensor]]
+
+
+class Augmenter(Protocol):
+    """Turns a batch of training images into the views trained on; returns the views' bank
+    indices when they come from a `ViewBank`."""
+
+    def __call__(
+        self, x: torch.Tensor, idx: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
 
 
 class NonFiniteLoss(RuntimeError):
@@ -40,7 +66,7 @@ class FitSettings:
     lr: float
     weight_decay: float
     batch_size: int
-    augment_shift: int = 0  # random translation in pixels, 0 = none
+    amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
 
 
 def seed_everything(seed: int) -> None:
@@ -57,6 +83,7 @@ def kd_loss(
     alpha: float,
 ) -> dict[str, torch.Tensor]:
     """Hinton KD mixed with cross-entropy; returns {'loss', 'task_loss', 'kd_loss', 'output'}."""
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     task = F.cross_entropy(student_logits, labels)
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=-1)
@@ -69,32 +96,58 @@ def kd_loss(
     }
 
 
-def cross_entropy_loss(logits: torch.Tensor, labels: torch.Tensor, _idx: torch.Tensor):
-    return {"loss": F.cross_entropy(logits, labels), "output": logits}
+def cross_entropy_loss(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    return {"loss": F.cross_entropy(logits.float(), batch.y), "output": logits}
 
 
 def distillation_loss(teacher_logits: torch.Tensor, temperature: float, alpha: float) -> LossFn:
-    """A LossFn reading the cached teacher logits of each batch by sample index."""
+    """KD against cached teacher logits: (N, C) for un-augmented training, or (K, N, C) for
+    a `ViewBank`, looked up by each image's index and view."""
+    bank = teacher_logits if teacher_logits.dim() == 3 else teacher_logits[None]
 
-    def loss(logits: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor):
-        return kd_loss(logits, teacher_logits[idx], labels, temperature, alpha)
+    def loss(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        view = batch.view if batch.view is not None else torch.zeros_like(batch.idx)
+        return kd_loss(logits, bank[view, batch.idx], batch.y, temperature, alpha)
 
     return loss
 
 
-def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by up to `max_shift` pixels, filling with the edge values."""
-    if max_shift <= 0:
-        return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (max_shift,) * 4, mode="replicate")
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # (N, 1, H, 1)
-    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # (N, 1, 1, W)
-    batch = torch.arange(n)[:, None, None, None]
-    chans = torch.arange(x.shape[1])[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+def online_distillation(teacher: nn.Module, temperature: float, alpha: float) -> LossFn:
+    """KD against the teacher's forward pass on the very batch the student sees (any
+    augmentation, no cache): one teacher forward per batch, the right choice on a GPU."""
+
+    def loss(logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            target = teacher(batch.x)
+        return kd_loss(logits, target, batch.y, temperature, alpha)
+
+    return loss
+
+
+class RandomViews:
+    """A fresh random view of every image in every batch (teacher training, online KD)."""
+
+    def __init__(self, config: AugmentConfig, fill: torch.Tensor) -> None:
+        self.config, self.fill = config, fill
+
+    def __call__(self, x, idx, generator):
+        views = draw_views(len(idx), self.config, generator)
+        return apply_views(x, views, self.config.crop_padding, self.fill), None
+
+
+class BankViews:
+    """One of a `ViewBank`'s K views per image, drawn anew each epoch."""
+
+    def __init__(self, bank: ViewBank, padding: int, fill: torch.Tensor) -> None:
+        self.count, self.padding, self.fill = bank.count, padding, fill
+        self.dy = torch.stack([v.dy for v in bank.views])  # (K, N)
+        self.dx = torch.stack([v.dx for v in bank.views])
+        self.flip = torch.stack([v.flip for v in bank.views])
+
+    def __call__(self, x, idx, generator):
+        view = torch.randint(0, self.count, (len(idx),), generator=generator)
+        chosen = Views(self.dy[view, idx], self.dx[view, idx], self.flip[view, idx])
+        return apply_views(x, chosen, self.padding, self.fill), view
 
 
 def fit(
@@ -105,17 +158,24 @@ def fit(
     device: torch.device,
     seed: int,
     on_epoch: Callable[[int], bool] | None = None,
+    augment: Augmenter | None = None,
+    indices: torch.Tensor | None = None,
 ) -> int:
-    """Train `model` with AdamW and a cosine schedule; returns the epochs run.
+    """Train `model` with AdamW and a one-cycle cosine schedule; returns the epochs run.
 
-    `on_epoch(epoch)` is called after each epoch and may return True to stop.
-    Raises NonFiniteLoss when a loss is NaN or infinite.
+    Trains on the images `indices` selects (default: all of `train`), each batch passed
+    through `augment` when given. The split moves to `device` once; on CUDA the forward
+    pass runs under bfloat16 autocast when `settings.amp`. `on_epoch(epoch)` is called
+    after each epoch and may return True to stop. Raises NonFiniteLoss when a loss is NaN
+    or infinite.
     """
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
+    pool = torch.arange(len(train)) if indices is None else indices.cpu()
+    x_all, y_all = train.x.to(device), train.y.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = math.ceil(len(pool) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=settings.lr,
@@ -123,14 +183,20 @@ def fit(
         pct_start=0.15,
         anneal_strategy="cos",
     )
+    autocast = device.type == "cuda" and settings.amp
     epoch = 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        order = torch.randperm(len(train), generator=generator)
-        for start in range(0, len(train), settings.batch_size):
+        order = pool[torch.randperm(len(pool), generator=generator)]
+        for start in range(0, len(order), settings.batch_size):
             idx = order[start : start + settings.batch_size]
-            x = random_shift(train.x[idx], settings.augment_shift, generator).to(device)
-            out = loss_fn(model(x), train.y[idx].to(device), idx.to(device))
+            on_device = idx.to(device)
+            x, view = x_all[on_device], None
+            if augment is not None:
+                x, view = augment(x, idx, generator)
+            batch = Batch(x, y_all[on_device], on_device, None if view is None else view.to(device))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = loss_fn(model(batch.x), batch)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch}")

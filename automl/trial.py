@@ -13,18 +13,24 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from automl.augment import ViewBank
 from automl.config import LatencyConfig, TrainingConfig
 from automl.data import DataBundle
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
 from automl.student.build import build_student, fold, packed_size_bytes
 from automl.training import (
+    Augmenter,
+    BankViews,
     FitSettings,
+    LossFn,
     NonFiniteLoss,
+    RandomViews,
     accuracy,
     cross_entropy_loss,
     distillation_loss,
     fit,
+    online_distillation,
     seed_everything,
 )
 from search_spaces import Architecture
@@ -79,15 +85,35 @@ class TrialRecord:
 
 @dataclass
 class TrialContext:
-    """What every trial shares: built once per search and reused (teacher logits included)."""
+    """What every trial shares: built once per search and reused (teacher logits included).
+
+    `bank` holds the teacher's logits of fixed views of every training image; None means
+    online distillation (a teacher forward per batch). `subset` picks the training images
+    of a proxy search (None: all).
+    """
 
     teacher: nn.Module
     stages: list[Stage]
     data: DataBundle
-    teacher_logits: torch.Tensor  # (N_train, num_classes)
+    bank: ViewBank | None
     training: TrainingConfig
     latency: LatencyConfig
     device: torch.device
+    subset: torch.Tensor | None = None
+
+    def augmenter(self) -> Augmenter | None:
+        """How a student's batches are augmented: views of the bank, fresh ones when online."""
+        augment = self.data.augment
+        if not augment.enabled:
+            return None
+        if self.bank is not None:
+            return BankViews(self.bank, augment.crop_padding, self.data.black)
+        return RandomViews(augment, self.data.black)
+
+    def distillation(self, temperature: float, alpha: float) -> LossFn:
+        if self.bank is not None:
+            return distillation_loss(self.bank.logits.to(self.device), temperature, alpha)
+        return online_distillation(self.teacher.to(self.device).eval(), temperature, alpha)
 
 
 def run_trial(
@@ -109,13 +135,9 @@ def run_trial(
     calibration = (data.train.x[:64], data.train.y[:64])
     student = build_student(ctx.teacher, ctx.stages, arch, calibration)
     model = student.model
-    loss_fn = (
-        distillation_loss(ctx.teacher_logits.to(ctx.device), arch.kd_temperature, arch.kd_alpha)
-        if kd
-        else cross_entropy_loss
-    )
+    loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha) if kd else cross_entropy_loss
     t = ctx.training
-    settings = FitSettings(t.epochs, t.lr, t.weight_decay, t.batch_size)
+    settings = FitSettings(t.epochs, t.lr, t.weight_decay, t.batch_size, t.amp)
 
     def on_epoch(epoch: int) -> bool:
         if reporter is None:
@@ -125,7 +147,17 @@ def run_trial(
             raise TrialStopped(epoch, val)
         return False
 
-    epochs = fit(model, data.train, loss_fn, settings, ctx.device, seed, on_epoch)
+    epochs = fit(
+        model,
+        data.train,
+        loss_fn,
+        settings,
+        ctx.device,
+        seed,
+        on_epoch,
+        augment=ctx.augmenter(),
+        indices=ctx.subset,
+    )
     train_seconds = time.perf_counter() - start
     model = model.cpu().eval()
     size = packed_size_bytes(student, arch)
@@ -137,7 +169,7 @@ def run_trial(
     lat = latency_ms(
         model,
         example,
-        ctx.device,
+        torch.device(ctx.latency.device),
         repeats=ctx.latency.repeats,
         warmup=ctx.latency.warmup,
         threads=ctx.latency.threads,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The system packages the tests use, installed when missing: Debian's Chromium (the report page
 # test), iproute2 and util-linux (`ip`, `unshare`, `nsenter`: the multi-node Ray tests run in a
-# private network namespace). `make test` and .ci/run call this; with everything present it
+# private network namespace), and dataset-fashion-mnist (the real-data tests and the
+# Fashion-MNIST config read its IDX files). `make test` and .ci/run call this; with everything present it
 # does nothing. Installs with apt-get as root or through sudo; otherwise names what to install.
 set -euo pipefail
 
@@ -9,6 +10,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 { command -v unshare && command -v nsenter; } >/dev/null 2>&1 || missing+=(util-linux)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] ||
+    missing+=(dataset-fashion-mnist)
 ((${#missing[@]})) || exit 0
 
 refuse() {

@@ -1,8 +1,10 @@
 """Train a teacher once, cache it as safetensors plus a JSON card, and cache its train logits.
 
-The card carries a fingerprint of the data and the recipe. A cached teacher is
-reused only when the fingerprints match; otherwise it is retrained, never
-silently reused.
+The card carries a fingerprint of the data, its split, its augmentation and the
+recipe. The cache keeps one entry per fingerprint (`cache_dir/<model>/<fingerprint>/`),
+so switching between two configs retrains neither teacher, and a teacher is never
+reused for data or a recipe it was not trained on. The logits of K fixed augmented
+views per training image (`view_bank`) are cached beside the teacher they come from.
 """
 
 from __future__ import annotations
@@ -21,8 +23,17 @@ from pydantic import BaseModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
-from automl.training import FitSettings, accuracy, cross_entropy_loss, fit, predict_logits
+from automl.errors import UserError
+from automl.training import (
+    FitSettings,
+    RandomViews,
+    accuracy,
+    cross_entropy_loss,
+    fit,
+    predict_logits,
+)
 from teachers.load import create_teacher, load_weights, read_state_dict
 from teachers.spec import TeacherConfig
 
@@ -55,27 +66,30 @@ class Teacher:
     cache_dir: Path
 
 
-def fingerprint(config: TeacherConfig, data: DataBundle, seed: int) -> str:
-    """Changes whenever the data or anything that shapes the trained weights changes."""
+def fingerprint(config: TeacherConfig, data: DataBundle) -> str:
+    """Changes whenever the data, their split or augmentation, or anything else that shapes
+    the trained weights changes."""
     recipe = config.model_dump(mode="json", exclude={"cache_dir"})
     if config.checkpoint is not None:
         recipe["checkpoint_sha256"] = _file_sha256(config.checkpoint)
     payload = {
         "recipe": recipe,
         "data": data.fingerprint,
-        "seed": seed,
         "in_chans": data.in_chans,
         "num_classes": data.num_classes,
     }
+    if data.augment.enabled:  # unaugmented teachers keep the fingerprints they had
+        payload["augment"] = data.augment.model_dump(mode="json")
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def cache_path(config: TeacherConfig) -> Path:
-    return config.cache_dir / config.model.replace("/", "_")
+def cache_path(config: TeacherConfig, fingerprint: str) -> Path:
+    """The cache entry of one teacher: one folder per model and fingerprint."""
+    return config.cache_dir / config.model.replace("/", "_") / fingerprint
 
 
-def read_card(config: TeacherConfig) -> TeacherCard | None:
-    path = cache_path(config) / "card.json"
+def read_card(directory: Path) -> TeacherCard | None:
+    path = directory / "card.json"
     if not path.is_file():
         return None
     try:
@@ -88,30 +102,54 @@ def get_teacher(
     config: TeacherConfig,
     data: DataBundle,
     device: torch.device,
-    seed: int,
     retrain: bool = False,
 ) -> Teacher:
-    """The cached teacher when its fingerprint matches, else a newly trained (or loaded) one."""
-    expected = fingerprint(config, data, seed)
-    directory = cache_path(config)
-    card = read_card(config)
+    """The cached teacher of this fingerprint, else a newly trained (or loaded) one."""
+    expected = fingerprint(config, data)
+    directory = cache_path(config, expected)
+    card = read_card(directory)
     if card is not None and card.fingerprint == expected and not retrain:
-        cached = _load_cached(config, data, directory, expected)
+        cached = _load_cached(config, data, directory)
         if cached is not None:
             model, logits = cached
             return Teacher(model, card, logits, directory)
-    elif card is not None and card.fingerprint != expected:
-        log.warning(
-            "teacher cache %s was made for other data or another recipe (fingerprint %s, now %s); "
-            "retraining",
-            directory,
-            card.fingerprint,
-            expected,
-        )
-    return _build_and_cache(config, data, device, seed, expected, directory)
+    return _build_and_cache(config, data, device, expected, directory)
 
 
-def _load_cached(config, data, directory, expected):
+def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.device) -> ViewBank:
+    """`count` fixed augmented views of every training image and the teacher's logits for
+    each, cached beside the teacher; one identity view (the plain train logits) when the data
+    are not augmented."""
+    seed = int(teacher.card.recipe.get("seed", 0))
+    views = make_views(len(data.train), count, data.augment, seed)
+    if not data.augment.enabled:
+        return ViewBank(views, teacher.train_logits[None])
+    path = teacher.cache_dir / f"views{count}.safetensors"
+    shape = (count, len(data.train), data.num_classes)
+    if path.is_file():
+        try:
+            logits = load_file(str(path))["logits"]
+            if tuple(logits.shape) == shape:
+                return ViewBank(views, logits)
+        except Exception as exc:  # a cache is only a cache
+            log.warning("view logits %s are unreadable (%s); computing them again", path, exc)
+    log.info("teacher logits for %d augmented views of %d images", count, len(data.train))
+    padding, fill = data.augment.crop_padding, data.black
+    logits = torch.empty(shape)
+    n = len(data.train)
+    for k, view in enumerate(views):
+        for start in range(0, n, 4096):
+            part = torch.arange(start, min(start + 4096, n))
+            x = apply_views(data.train.x[part], view[part], padding, fill)
+            logits[k, part] = predict_logits(teacher.model, x, device)
+    teacher.model.cpu()
+    partial = path.with_suffix(".partial")
+    save_file({"logits": logits.contiguous()}, str(partial), metadata={"seed": str(seed)})
+    partial.replace(path)
+    return ViewBank(views, logits)
+
+
+def _load_cached(config, data, directory):
     model = create_teacher(config.model, data.in_chans, data.num_classes)
     try:
         load_weights(model, load_file(str(directory / "model.safetensors")), "cached teacher")
@@ -124,26 +162,25 @@ def _load_cached(config, data, directory, expected):
     return model.eval(), logits
 
 
-def _build_and_cache(config, data, device, seed, expected, directory) -> Teacher:
+def _build_and_cache(config, data, device, expected, directory) -> Teacher:
     start = time.perf_counter()
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     model = create_teacher(config.model, data.in_chans, data.num_classes, config.pretrained)
     source = "pretrained" if config.pretrained else "scratch"
     if config.checkpoint is not None:
-        load_weights(
-            model, read_state_dict(config.checkpoint), f"teacher.checkpoint {config.checkpoint}"
-        )
-        source = f"checkpoint:{config.checkpoint}"
+        where = f"teacher.checkpoint {config.checkpoint}"
+        replaced = load_weights(model, read_state_dict(config.checkpoint), where, True)
+        if replaced and config.epochs == 0:
+            raise UserError(
+                f"{where} has a classifier for another class count ({', '.join(replaced)}); "
+                f"set teacher.epochs > 0 to fine-tune it to the data's {data.num_classes} classes"
+            )
+        source = f"checkpoint:{config.checkpoint}" + ("+new-classifier" if replaced else "")
     if config.epochs > 0:
-        settings = FitSettings(
-            config.epochs,
-            config.lr,
-            config.weight_decay,
-            config.batch_size,
-            augment_shift=config.augment_shift,
-        )
+        settings = FitSettings(config.epochs, config.lr, config.weight_decay, config.batch_size)
+        augment = RandomViews(data.augment, data.black) if data.augment.enabled else None
         log.info("training teacher %s for %d epochs on %s", config.model, config.epochs, device)
-        fit(model, data.train, cross_entropy_loss, settings, device, seed)
+        fit(model, data.train, cross_entropy_loss, settings, device, config.seed, augment=augment)
         source += "+trained"
     model = model.cpu().eval()
     train_logits = predict_logits(model, data.train.x, torch.device("cpu"))

@@ -62,9 +62,34 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state` strictly; a mismatch names the first missing, unexpected or mis-shaped keys."""
+def classifier_keys(model: nn.Module) -> list[str]:
+    """The state-dict keys of a timm model's classifier (its `pretrained_cfg['classifier']`)."""
+    heads = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    heads = [heads] if isinstance(heads, str) else list(heads)
+    return [k for k in model.state_dict() if any(k.startswith(f"{h}.") for h in heads)]
+
+
+def load_weights(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    replace_classifier: bool = False,
+) -> list[str]:
+    """Load `state` strictly; a mismatch names the first missing, unexpected or mis-shaped keys.
+
+    With `replace_classifier`, classifier weights shaped for another class count are left at
+    the model's fresh initialisation; returns the keys so replaced.
+    """
     own = model.state_dict()
+    replaced = [
+        k
+        for k in (classifier_keys(model) if replace_classifier else [])
+        if k in state and state[k].shape != own[k].shape
+    ]
+    state = {
+        **{k: v for k, v in state.items() if k not in replaced},
+        **{k: own[k] for k in replaced},
+    }
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shaped = [
@@ -84,3 +109,4 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str) 
         ]
         raise UserError(f"{source} does not fit this model: " + "; ".join(parts))
     model.load_state_dict(state)
+    return replaced

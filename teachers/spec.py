@@ -15,7 +15,9 @@ class TeacherConfig(BaseModel):
 
     model: Annotated[str, Field(min_length=1, description="timm model name")] = "resnet18"
     checkpoint: Path | None = Field(
-        default=None, description="local weights: .safetensors, or a torch state dict"
+        default=None,
+        description="local weights: .safetensors, or a torch state dict; a classifier for "
+        "another class count is replaced and the model fine-tuned for `epochs`",
     )
     pretrained: bool = Field(default=False, description="start from timm hub weights (online)")
     epochs: Annotated[
@@ -24,7 +26,9 @@ class TeacherConfig(BaseModel):
     lr: Annotated[float, Field(gt=0, le=10)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 5e-4
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
-    augment_shift: Annotated[int, Field(ge=0, le=16, description="random shift in pixels")] = 2
+    seed: Annotated[
+        int, Field(ge=0, description="of the teacher's training; not the search's seed")
+    ] = 0
     cache_dir: Path = Field(
         default=Path(".cache/teachers"), description="where trained teachers live"
     )

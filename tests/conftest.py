@@ -20,6 +20,16 @@ torch.set_num_threads(2)
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`gpu` tests run where CUDA is present and show as skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def tiny_raw(cache_dir: Path, out: Path | None = None, **search: Any) -> dict[str, Any]:
     """A small but complete experiment config, as the YAML a user would write."""
     raw: dict[str, Any] = {

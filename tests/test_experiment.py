@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 import torch
 
@@ -11,9 +14,27 @@ from automl.experiment import library_versions, resolve_device
 
 def test_the_trial_context_shares_the_teacher_and_its_cached_logits(tiny):
     ctx = tiny.trial_context()
-    assert ctx.teacher is tiny.teacher.model and ctx.teacher_logits is tiny.teacher.train_logits
+    assert ctx.teacher is tiny.teacher.model and tiny.kd_targets == "cached"  # auto on a CPU
+    assert ctx.bank.count == 1 and torch.equal(ctx.bank.logits[0], tiny.teacher.train_logits)
+    assert ctx.subset is None and ctx.augmenter() is None  # digits: no augmentation
     assert [s.name for s in ctx.stages] == ["layer1", "layer2", "layer3", "layer4"]
     assert ctx.training == tiny.config.training and ctx.device == torch.device("cpu")
+
+
+def _with_training(tiny, **changes):
+    training = tiny.config.training.model_copy(update=changes)
+    return dataclasses.replace(tiny, config=tiny.config.model_copy(update={"training": training}))
+
+
+def test_a_proxy_search_trains_on_a_fixed_stratified_subset(tiny):
+    proxy = _with_training(tiny, train_subset=200)
+    subset = proxy.trial_context().subset
+    assert len(subset) == 200 and torch.equal(subset, proxy.trial_context().subset)
+    shares = np.bincount(tiny.data.train.y[subset].numpy(), minlength=10) / 200
+    assert np.all(np.abs(shares - 0.1) < 0.015)
+    assert _with_training(tiny, train_subset=10**6).trial_context().subset is None
+    online = _with_training(tiny, kd_targets="online")
+    assert online.kd_targets == "online" and online.trial_context().bank is None
 
 
 def test_devices_and_versions():

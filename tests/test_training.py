@@ -6,14 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automl.data import Split
-from automl.training import (
-    FitSettings,
-    NonFiniteLoss,
-    distillation_loss,
-    fit,
-    kd_loss,
-    random_shift,
-)
+from automl.training import FitSettings, NonFiniteLoss, distillation_loss, fit, kd_loss
 
 
 def test_kd_loss_mixes_ce_and_scaled_kl():
@@ -41,7 +34,7 @@ def test_fit_learns_a_separable_problem_and_stops_on_request():
     x = torch.randn(64, 1, 2, 2)
     y = (x.flatten(1).sum(1) > 0).long()
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-    loss = lambda logits, labels, idx: {"loss": F.cross_entropy(logits, labels)}  # noqa: E731
+    loss = lambda logits, batch: {"loss": F.cross_entropy(logits, batch.y)}  # noqa: E731
     epochs = fit(model, Split(x, y), loss, FitSettings(30, 0.05, 0.0, 16), torch.device("cpu"), 0)
     assert epochs == 30
     assert (model(x).argmax(1) == y).float().mean() > 0.95
@@ -57,12 +50,23 @@ def test_fit_learns_a_separable_problem_and_stops_on_request():
     assert stopped == 2
 
 
-def test_random_shift_moves_content_within_bounds():
-    x = torch.zeros(50, 1, 9, 9)
-    x[:, :, 4, 4] = 1.0
-    g = torch.Generator().manual_seed(0)
-    shifted = random_shift(x, 2, g)
-    pos = shifted.flatten(1).argmax(1)
-    rows, cols = pos // 9, pos % 9
-    assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
-    assert len(set(pos.tolist())) > 5
+def test_fit_trains_on_the_subset_it_is_given_only():
+    x, y = torch.randn(40, 1, 2, 2), torch.arange(40) % 2
+    seen: list[int] = []
+
+    def loss(logits, batch):
+        seen.extend(batch.idx.tolist())
+        return {"loss": F.cross_entropy(logits, batch.y)}
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    subset = torch.tensor([3, 5, 8, 13, 21, 34])
+    fit(
+        model,
+        Split(x, y),
+        loss,
+        FitSettings(3, 1e-2, 0.0, 4),
+        torch.device("cpu"),
+        0,
+        indices=subset,
+    )
+    assert sorted(seen) == sorted(subset.tolist() * 3)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
-from automl.data import digits, image_folder
+from automl.data import cifar, digits, fashion_mnist, idx, image_folder
 from automl.data.bundle import DataBundle, Split
 
 
@@ -17,20 +17,27 @@ def _digits_by_default(raw: Any) -> Any:
 
 
 DataConfig = Annotated[
-    digits.DigitsConfig | image_folder.ImageFolderConfig,
+    digits.DigitsConfig
+    | idx.IdxConfig
+    | fashion_mnist.FashionMnistConfig
+    | cifar.CifarConfig
+    | image_folder.ImageFolderConfig,
     Field(discriminator="type"),
     BeforeValidator(_digits_by_default),
 ]
 
 _LOADERS: dict[str, Callable[..., DataBundle]] = {
     "digits": digits.load,
+    "idx": idx.load,
+    "fashion_mnist": fashion_mnist.load,
+    "cifar": cifar.load,
     "image_folder": image_folder.load,
 }
 
 
-def load_data(config: DataConfig, seed: int) -> DataBundle:
-    """Load the data set a config names; the split is fixed by `seed`."""
-    return _LOADERS[config.type](config, seed)
+def load_data(config: DataConfig) -> DataBundle:
+    """Load the data set a config names; its `split_seed` fixes the split."""
+    return _LOADERS[config.type](config)
 
 
 def list_data_sources() -> list[str]:

@@ -1,15 +1,58 @@
-"""The data contract every data source meets: normalised tensor splits plus preprocessing."""
+"""The data contract every data source meets: normalised tensor splits plus preprocessing.
+
+Every source's config derives from `SourceConfig`: the split has its own seed
+(`split_seed`), so a search's `--seed` changes the trials, never the data or the
+teacher trained on them. Sources without an official test split derive from
+`HeldOutTest` and carve one out; the others keep theirs, and validation is carved
+from the training images, stratified by label.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.model_selection import train_test_split
+
+from automl.augment import AugmentConfig
+from automl.errors import UserError
+
+
+class SourceConfig(BaseModel):
+    """What every data source's config holds besides its `type` and its files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: Annotated[
+        int | None, Field(ge=8, le=512, description="side after bilinear resize; null: native")
+    ] = None
+    val_fraction: Annotated[float, Field(gt=0, lt=1, description="of the training images")] = 0.1
+    split_seed: Annotated[
+        int, Field(ge=0, description="fixes the split; independent of the search seed")
+    ] = 0
+    augment: AugmentConfig = Field(
+        default_factory=AugmentConfig, description="for the teacher's and students' training"
+    )
+
+
+class HeldOutTest(SourceConfig):
+    """A source without an official test split: one is carved out, stratified by label."""
+
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> HeldOutTest:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                "`val_fraction + test_fraction < 0.9` must hold, but got "
+                f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction})"
+            )
+        return self
 
 
 @dataclass(frozen=True)
@@ -25,11 +68,14 @@ class Split:
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train/val/test splits from one fixed seed, and how a raw input becomes a model input.
+    """Train/val/test splits fixed by the config's `split_seed`, and how a raw input becomes a
+    model input.
 
     `preprocess` tells a user how to turn a raw image into the model's input:
     resize, interpolation, divide_by, mean, std, channels. `fingerprint` changes
-    whenever the data or its preprocessing change; teacher cards depend on it.
+    whenever the data, the split or the preprocessing change; teachers depend on it.
+    `augment` says how the training images are augmented (it is not part of the fingerprint:
+    the images are the same; the teacher's fingerprint holds it).
     """
 
     name: str
@@ -40,6 +86,7 @@ class DataBundle:
     class_names: list[str]
     preprocess: dict[str, Any]
     fingerprint: str = field(default="")
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     @property
     def in_chans(self) -> int:
@@ -48,6 +95,12 @@ class DataBundle:
     @property
     def image_size(self) -> tuple[int, int]:
         return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+
+    @property
+    def black(self) -> torch.Tensor:
+        """A raw zero pixel after normalisation, per channel (C,): what padding fills in."""
+        mean = torch.tensor(self.preprocess["mean"], dtype=torch.float32)
+        return -mean / torch.tensor(self.preprocess["std"], dtype=torch.float32)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
         return self.train.x[:batch_size].clone()
@@ -66,6 +119,16 @@ def stratified_indices(
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` indices of `labels` with every class in its share, sorted; all when size >= N."""
+    if size >= len(labels):
+        return np.arange(len(labels))
+    subset, _ = train_test_split(
+        np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed
+    )
+    return np.sort(subset)
+
+
 def build_bundle(
     name: str,
     images: np.ndarray,
@@ -73,34 +136,48 @@ def build_bundle(
     class_names: list[str],
     *,
     divide_by: float,
-    image_size: int,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
+    config: SourceConfig,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DataBundle:
     """Turn raw images (N, C, H, W) into a normalised, resized, split DataBundle.
 
-    Mean and std are measured on the training split only, per channel.
+    With `test` (the source's official test images and labels) validation is carved from
+    `images`; without it, a `HeldOutTest` config carves both. Mean and std are measured on
+    the training split only, per channel.
     """
+    if test is None:
+        if not isinstance(config, HeldOutTest):
+            raise TypeError("a source without a test split needs a HeldOutTest config")
+        tr, va, te = stratified_indices(
+            labels, config.val_fraction, config.test_fraction, config.split_seed
+        )
+        split: tuple[Any, ...] = (config.val_fraction, config.test_fraction, config.split_seed)
+    else:
+        tr, va = _carve_validation(labels, config.val_fraction, config.split_seed)
+        te = np.arange(len(labels), len(labels) + len(test[1]))
+        images = np.concatenate([images, test[0]])
+        labels = np.concatenate([labels, test[1]])
+        split = (config.val_fraction, config.split_seed, "official test")
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(images).tobytes())
+    digest.update(np.ascontiguousarray(labels).tobytes())
+    side = config.image_size
     x = torch.from_numpy(images.astype(np.float32) / divide_by)
-    x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    if side is not None and tuple(x.shape[2:]) != (side, side):
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
     y = torch.from_numpy(labels.astype(np.int64))
-    tr, va, te = stratified_indices(labels, val_fraction, test_fraction, seed)
     mean = x[tr].mean(dim=(0, 2, 3))
     std = x[tr].std(dim=(0, 2, 3)).clamp_min(1e-6)
     x = (x - mean[None, :, None, None]) / std[None, :, None, None]
     preprocess = {
-        "resize": [image_size, image_size],
+        "resize": [int(x.shape[2]), int(x.shape[3])],
         "interpolation": "bilinear",
         "divide_by": float(divide_by),
         "mean": [round(float(v), 6) for v in mean],
         "std": [round(float(v), 6) for v in std],
         "channels": int(x.shape[1]),
     }
-    digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(np.ascontiguousarray(labels).tobytes())
-    digest.update(repr((preprocess, val_fraction, test_fraction, seed)).encode())
+    digest.update(repr((preprocess, *split)).encode())  # held-out: as before split_seed
     return DataBundle(
         name=name,
         train=Split(x[tr].contiguous(), y[tr]),
@@ -110,4 +187,29 @@ def build_bundle(
         class_names=class_names,
         preprocess=preprocess,
         fingerprint=digest.hexdigest()[:16],
+        augment=config.augment,
     )
+
+
+def _carve_validation(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    train, val = train_test_split(
+        np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
+    )
+    return np.sort(train), np.sort(val)
+
+
+def check_labels(labels: np.ndarray, class_names: list[str], source: str) -> None:
+    """Every label names a class and every class has at least 3 images (a stratified split)."""
+    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise UserError(
+            f"{source}: labels run from {labels.min()} to {labels.max()}, but there are "
+            f"{len(class_names)} classes ({', '.join(class_names[:5])}...)"
+        )
+    counts = np.bincount(labels.astype(np.int64), minlength=len(class_names))
+    if counts.min() < 3:
+        few = {class_names[k]: int(c) for k, c in enumerate(counts) if c < 3}
+        raise UserError(
+            f"{source}: every class needs at least 3 images for a stratified split; too few: {few}"
+        )

@@ -5,45 +5,21 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 from sklearn.datasets import load_digits
 
-from automl.data.bundle import DataBundle, build_bundle
+from automl.data.bundle import DataBundle, HeldOutTest, build_bundle
 
 
-class SplitFractions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    image_size: Annotated[int, Field(ge=8, le=512, description="side after bilinear resize")] = 32
-    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-
-    @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> SplitFractions:
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ValueError(
-                "`val_fraction + test_fraction < 0.9` must hold, but got "
-                f"(val_fraction={self.val_fraction}, test_fraction={self.test_fraction})"
-            )
-        return self
-
-
-class DigitsConfig(SplitFractions):
+class DigitsConfig(HeldOutTest):
     type: Literal["digits"] = "digits"
+    image_size: Annotated[int | None, Field(ge=8, le=512, description="8x8 upscaled")] = 32
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
 
 
-def load(config: DigitsConfig, seed: int) -> DataBundle:
+def load(config: DigitsConfig) -> DataBundle:
     digits = load_digits()
     images = digits.images[:, None, :, :].astype(np.float32)  # (N, 1, 8, 8), values 0..16
     labels = digits.target.astype(np.int64)
-    return build_bundle(
-        "digits",
-        images,
-        labels,
-        [str(c) for c in digits.target_names],
-        divide_by=16.0,
-        image_size=config.image_size,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=seed,
-    )
+    names = [str(c) for c in digits.target_names]
+    return build_bundle("digits", images, labels, names, divide_by=16.0, config=config)

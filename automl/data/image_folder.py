@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from pydantic import Field
 
-from automl.data.bundle import DataBundle, build_bundle
-from automl.data.digits import SplitFractions
+from automl.data.bundle import DataBundle, HeldOutTest, build_bundle, check_labels
 from automl.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-class ImageFolderConfig(SplitFractions):
+class ImageFolderConfig(HeldOutTest):
     type: Literal["image_folder"] = "image_folder"
     root: Path
     channels: Literal[1, 3] = 3
+    image_size: Annotated[int | None, Field(ge=8, le=512, description="side after resize")] = 32
+    val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
 
 
-def load(config: ImageFolderConfig, seed: int) -> DataBundle:
+def load(config: ImageFolderConfig) -> DataBundle:
     root = config.root
     if not root.is_dir():
         raise UserError(f"data.root: image folder not found: {root}")
@@ -29,7 +31,8 @@ def load(config: ImageFolderConfig, seed: int) -> DataBundle:
     if len(classes) < 2:
         raise UserError(f"data.root: {root} needs at least 2 class sub-folders, found {classes}")
     mode = "L" if config.channels == 1 else "RGB"
-    size = (config.image_size, config.image_size)
+    side = config.image_size or 32
+    size = (side, side)
     images, labels = [], []
     for label, name in enumerate(classes):
         for path in sorted((root / name).iterdir()):
@@ -42,20 +45,13 @@ def load(config: ImageFolderConfig, seed: int) -> DataBundle:
                 raise UserError(f"data.root: cannot read image {path}: {exc}") from None
             images.append(pixels.reshape(size[0], size[1], config.channels).transpose(2, 0, 1))
             labels.append(label)
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
-    if counts.min() < 3:
-        raise UserError(
-            f"data.root: every class needs at least 3 images for a stratified split; "
-            f"counts: {dict(zip(classes, counts.tolist(), strict=True))}"
-        )
+    labels_array = np.asarray(labels, dtype=np.int64)
+    check_labels(labels_array, classes, f"data.root: {root}")
     return build_bundle(
         f"image_folder:{root.name}",
         np.stack(images).astype(np.float32),
-        np.asarray(labels, dtype=np.int64),
+        labels_array,
         classes,
         divide_by=255.0,
-        image_size=config.image_size,
-        val_fraction=config.val_fraction,
-        test_fraction=config.test_fraction,
-        seed=seed,
+        config=config,
     )

@@ -1,9 +1,12 @@
 """run.json and pareto.json as typed documents, written and read here only.
 
-Format 2 (this version) stores architectures as `Architecture` JSON and names the techniques
-of the search space. Format 1 (no `format` key: runs written before techniques were plugins)
-stored flat architectures (`stage0.channel_keep`, ...) and used `LEGACY_TECHNIQUES`; such runs
-are upgraded when read, so they open, report, export and resume as they did.
+Format 3 (this version) gives the data split and the teacher seeds of their own
+(`data.split_seed`, `teacher.seed`). Format 2 stored architectures as `Architecture` JSON and
+named the techniques of the search space; its runs split the data and trained the teacher with
+the search seed, which the upgrade writes into the new keys. Format 1 (no `format` key: runs
+written before techniques were plugins) stored flat architectures (`stage0.channel_keep`, ...)
+and used `LEGACY_TECHNIQUES`. Older runs are upgraded when read, so they open, report, export
+and resume as they did.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from automl.pareto import hypervolume, non_dominated
 from automl.trial import Scores, TrialRecord
 from search_spaces import Architecture
 
-FORMAT = 2
+FORMAT = 3
 # runtime ("torch", "onnxruntime") -> "batch_N" -> milliseconds per call
 Latencies = dict[str, dict[str, float]]
 
@@ -79,6 +82,7 @@ class FrontMember(Scores):
     compression: float | None = None  # teacher's size_bytes / this one's
     onnx_compression: float | None = None  # teacher's ONNX bytes / this one's
     deployed: Deployed | DeployFailed | None = None
+    proxy: Scores | None = None  # after `finalize`: the proxy search's figures of this model
 
     @property
     def shippable(self) -> bool:
@@ -98,6 +102,20 @@ class Measurement(_Doc):
     measured_at: str
 
 
+class Finalized(_Doc):
+    """What `finalize` did: the proxy front retrained at full fidelity, the front rebuilt on
+    those figures, and how well the proxy ranked the retrained models."""
+
+    epochs: int
+    train_images: int
+    proxy_epochs: int
+    proxy_train_images: int
+    retrained: list[int]  # the proxy front's trials, each retrained
+    dropped: list[int]  # retrained, but dominated at full fidelity
+    kendall_tau: float | None  # proxy vs full validation accuracy over `retrained`
+    seconds: float
+
+
 class ParetoDocument(_Doc):
     format: int = FORMAT
     teacher: TeacherFigures
@@ -108,6 +126,7 @@ class ParetoDocument(_Doc):
     front: list[FrontMember]
     knee_trial: int | None = None
     measurement: Measurement | None = None
+    finalized: Finalized | None = None
 
     def member(self, trial: int) -> FrontMember | None:
         return next((m for m in self.front if m.trial == trial), None)
@@ -169,14 +188,28 @@ def _upgrade_pareto(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "format": 1, "front": front}
 
 
+def _seeds_of_their_own(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 split the data and trained the teacher with the search seed; teacher
+    augmentation was a random shift (`teacher.augment_shift`), now `data.augment`."""
+    config = dict(raw.get("config") or {})
+    seed = config.get("seed", 0)
+    data = {"type": "digits", **(config.get("data") or {})}
+    data.setdefault("split_seed", seed)
+    teacher = {k: v for k, v in (config.get("teacher") or {}).items() if k != "augment_shift"}
+    teacher.setdefault("seed", seed)
+    return {**raw, "config": {**config, "data": data, "teacher": teacher}}
+
+
 Doc = TypeVar("Doc", bound=BaseModel)
-# Documents of format 1 (no `format` key) made readable as this version's.
+# Documents of format 1 (no `format` key) made readable as format 2 ...
 _UPGRADES = {RunDocument: _upgrade_run, ParetoDocument: _upgrade_pareto}
+# ... and documents of format 1 or 2 as this version's.
+_UPGRADES_TO_3 = {RunDocument: _seeds_of_their_own}
 
 
 def read_document(path: Path, kind: type[Doc]) -> Doc:
-    """Read `path` as a `kind`, upgrading format 1; a missing, unreadable or foreign file is a
-    UserError."""
+    """Read `path` as a `kind`, upgrading formats 1 and 2; a missing, unreadable or foreign
+    file is a UserError."""
     try:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
@@ -186,6 +219,8 @@ def read_document(path: Path, kind: type[Doc]) -> Doc:
     try:
         if isinstance(raw, dict) and "format" not in raw and kind in _UPGRADES:
             raw = _UPGRADES[kind](raw)
+        if isinstance(raw, dict) and raw.get("format", FORMAT) < 3 and kind in _UPGRADES_TO_3:
+            raw = _UPGRADES_TO_3[kind](raw)
         return kind.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]

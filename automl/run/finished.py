@@ -52,7 +52,7 @@ class SearchRun:
 
     def load_data(self) -> DataBundle:
         """The run's data splits, checked against the fingerprint the run recorded."""
-        data = load_data(self.config.data, self.config.seed)
+        data = load_data(self.config.data)
         recorded = self.doc.data.fingerprint
         if recorded != data.fingerprint:
             raise UserError(
@@ -64,7 +64,7 @@ class SearchRun:
 
     def load_teacher(self, data: DataBundle) -> Teacher:
         """The run's teacher from the teacher cache (trained again if the cache is gone)."""
-        return get_teacher(self.config.teacher, data, torch.device("cpu"), self.config.seed)
+        return get_teacher(self.config.teacher, data, torch.device("cpu"))
 
     def load_model(self, member: FrontMember, data: DataBundle) -> tuple[nn.Module, Architecture]:
         """A front member's deployed student (fp32, fake-quant folded), eval mode, CPU."""

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from automl.config import ExperimentConfig, validate_config
 from automl.controllers import create_controller
 from automl.controllers.base import ControllerTimes, SearchProgress
@@ -14,12 +16,15 @@ from automl.experiment import Experiment, library_versions, prepare
 from automl.measure import latency_ms, macs_and_params
 from automl.run.documents import (
     DataRecord,
+    Finalized,
     RunDocument,
     Session,
     TeacherFigures,
     pareto_document,
     write_atomic,
 )
+from automl.run.finalize import finalize
+from automl.run.finished import open_search_run
 from automl.run.layout import RunDir
 from automl.run.progress import make_progress
 from automl.run.report import build_report, report_title, trial_points
@@ -36,10 +41,12 @@ class SearchSummary:
     hypervolume: float
     wall_seconds: float
     controller_overhead_fraction: float
+    finalized: Finalized | None = None
 
 
 def teacher_figures(exp: Experiment) -> TeacherFigures:
-    """The teacher measured exactly as the students are (same device, threads, repeats)."""
+    """The teacher measured exactly as the students are (same deployment device, threads,
+    repeats)."""
     lat, teacher, data = exp.config.latency, exp.teacher, exp.data
     macs, params = macs_and_params(teacher.model, data.example_input(1))
     figures = TeacherFigures(
@@ -50,7 +57,7 @@ def teacher_figures(exp: Experiment) -> TeacherFigures:
         latency_ms=latency_ms(
             teacher.model,
             data.example_input(lat.batch_size),
-            exp.device,
+            torch.device(lat.device),
             repeats=lat.repeats,
             warmup=lat.warmup,
             threads=lat.threads,
@@ -163,6 +170,8 @@ def run_search(
     doc.status = "complete"
     doc.wall_seconds = round(sum(s.wall_seconds for s in doc.sessions), 2)
     run_dir.write_run(doc)
+    if config.search.finalize and config.training.is_proxy:
+        pareto = finalize(open_search_run(run_dir.path), exp=exp)
     return SearchSummary(
         run_dir.path,
         sum(r.state == "COMPLETE" for r in records),
@@ -170,6 +179,7 @@ def run_search(
         pareto.hypervolume,
         doc.sessions[-1].wall_seconds,
         doc.sessions[-1].controller_overhead_fraction,
+        pareto.finalized,
     )
 
 

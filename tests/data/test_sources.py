@@ -11,13 +11,20 @@ import torch
 from PIL import Image
 
 from automl.data import DataBundle, list_data_sources, load_data
+from automl.data.cifar import CifarConfig
 from automl.data.digits import DigitsConfig
+from automl.data.fashion_mnist import FashionMnistConfig
+from automl.data.idx import IdxConfig
 from automl.data.image_folder import ImageFolderConfig
 from automl.errors import UserError
+from tests.data.files import write_cifar10, write_idx_set
 
 # A small real input for each registered source; a source missing here fails the suite.
 SOURCES: dict[str, Callable[[Path], object]] = {
     "digits": lambda tmp: DigitsConfig(image_size=16),
+    "idx": lambda tmp: IdxConfig(root=write_idx_set(tmp / "idx")),
+    "fashion_mnist": lambda tmp: FashionMnistConfig(),  # Debian's dataset-fashion-mnist
+    "cifar": lambda tmp: CifarConfig(root=write_cifar10(tmp / "c10"), val_fraction=0.25),
     "image_folder": lambda tmp: ImageFolderConfig(
         root=_write_folder(tmp / "imgs", per_class=10), image_size=16, channels=3
     ),
@@ -31,7 +38,8 @@ def test_every_registered_source_is_in_the_contract():
 @pytest.mark.parametrize("source", list_data_sources())
 def test_source_contract(source, tmp_path):
     config = SOURCES[source](tmp_path)
-    a, b, other = load_data(config, 0), load_data(config, 0), load_data(config, 1)
+    other_split = config.model_copy(update={"split_seed": config.split_seed + 1})
+    a, b, other = load_data(config), load_data(config), load_data(other_split)
     assert isinstance(a, DataBundle) and a.num_classes == len(a.class_names) >= 2
     splits = (a.train, a.val, a.test)
     for split in splits:
@@ -44,14 +52,14 @@ def test_source_contract(source, tmp_path):
     # The split is fixed by the seed, and no image is in two splits.
     assert torch.equal(a.val.x, b.val.x) and a.fingerprint == b.fingerprint
     assert a.fingerprint != other.fingerprint
-    rows = [{tuple(x.flatten().tolist()) for x in s.x} for s in splits]
+    rows = [{x.numpy().tobytes() for x in s.x} for s in splits]
     assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
 
 
 def test_digits_split_is_stratified_fixed_by_seed_and_normalised():
-    a = load_data(DigitsConfig(image_size=32), seed=0)
-    b = load_data(DigitsConfig(image_size=32), seed=0)
-    c = load_data(DigitsConfig(image_size=32), seed=1)
+    a = load_data(DigitsConfig(image_size=32))
+    b = load_data(DigitsConfig(image_size=32))
+    c = load_data(DigitsConfig(image_size=32, split_seed=1))
     assert len(a.train) + len(a.val) + len(a.test) == 1797
     assert (len(a.val), len(a.test)) == (360, 360)
     assert a.train.x.shape[1:] == (1, 32, 32) and a.num_classes == 10
@@ -74,7 +82,7 @@ def test_digits_split_is_stratified_fixed_by_seed_and_normalised():
 def test_preprocess_turns_raw_digits_into_the_model_input():
     from sklearn.datasets import load_digits
 
-    bundle = load_data(DigitsConfig(image_size=16), seed=0)
+    bundle = load_data(DigitsConfig(image_size=16))
     p = bundle.preprocess
     raw = torch.from_numpy(load_digits().images[:, None].astype(np.float32))
     x = torch.nn.functional.interpolate(raw / p["divide_by"], size=p["resize"], mode="bilinear")
@@ -98,22 +106,22 @@ def _write_folder(root, classes=("cat", "dog", "owl"), per_class=6, size=12) -> 
 
 def test_image_folder_loads_classes_channels_and_size(tmp_path):
     _write_folder(tmp_path / "imgs")
-    bundle = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=16, channels=3), 0)
+    bundle = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=16, channels=3))
     assert bundle.class_names == ["cat", "dog", "owl"]
     assert bundle.train.x.shape[1:] == (3, 16, 16)
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 18
     assert bundle.preprocess["divide_by"] == 255.0
-    grey = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=8, channels=1), 0)
+    grey = load_data(ImageFolderConfig(root=tmp_path / "imgs", image_size=8, channels=1))
     assert grey.in_chans == 1 and "image_folder" in list_data_sources()
 
 
 def test_image_folder_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="image folder not found"):
-        load_data(ImageFolderConfig(root=tmp_path / "missing"), 0)
+        load_data(ImageFolderConfig(root=tmp_path / "missing"))
     _write_folder(tmp_path / "few", per_class=2)
     with pytest.raises(UserError, match="at least 3 images"):
-        load_data(ImageFolderConfig(root=tmp_path / "few"), 0)
+        load_data(ImageFolderConfig(root=tmp_path / "few"))
     _write_folder(tmp_path / "broken")
     (tmp_path / "broken" / "dog" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image"):
-        load_data(ImageFolderConfig(root=tmp_path / "broken"), 0)
+        load_data(ImageFolderConfig(root=tmp_path / "broken"))

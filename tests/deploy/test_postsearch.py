@@ -16,6 +16,7 @@ from sklearn.datasets import load_digits
 
 from automl.data.bundle import stratified_indices
 from automl.deploy.remeasure import MeasureSettings, rebuild_report
+from automl.run.documents import FORMAT
 from automl.run.finished import open_search_run
 from tests.conftest import cli, cli_in_process
 
@@ -35,7 +36,7 @@ def test_report_adds_the_measured_figures(reported, searched_run):
     pareto = json.loads((reported / "pareto.json").read_text())
     assert [m["trial"] for m in pareto["front"]] == [m["trial"] for m in before["front"]]
     assert pareto["measurement"]["batch_sizes"] == [1, 8]
-    assert pareto["format"] == 2
+    assert pareto["format"] == FORMAT
     teacher = pareto["teacher"]
     for runtime in ("torch", "onnxruntime"):
         assert set(teacher["measured_latency_ms"][runtime]) == {"batch_1", "batch_8"}

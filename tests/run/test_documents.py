@@ -75,3 +75,17 @@ def test_documents_of_format_1_are_upgraded_when_read():
     assert member.architecture.flat() == raw  # the flat form, read back into techniques
     assert member.deployed.format == "int8" and member.measured_latency_ms["torch"]
     assert pareto.knee_trial == 1 and pareto.measurement.rounds == 1
+
+
+def test_format_2_runs_keep_the_split_and_teacher_of_their_search_seed(tmp_path):
+    """Before format 3 the search seed also split the data and seeded the teacher."""
+    raw = json.loads((LEGACY / "run.json").read_text())
+    raw["format"] = 2
+    raw["config"]["seed"] = 3
+    raw["config"]["teacher"]["augment_shift"] = 2
+    raw["config"]["search_space"]["techniques"] = ["depth", "channels", "weight_quant"]
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(raw))
+    config = read_document(path, RunDocument).config
+    assert config.data.split_seed == 3 and config.teacher.seed == 3 and config.seed == 3
+    assert not config.data.augment.enabled

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,8 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from automl.augment import AugmentConfig
+from automl.data import load_data
 from automl.errors import UserError
+from automl.experiment import prepare
 from teachers.cache import cache_path, fingerprint, get_teacher
+from teachers.load import create_teacher
 from teachers.spec import TeacherConfig
 
 
@@ -25,9 +30,9 @@ def test_a_short_recipe_trains_an_accurate_teacher(tiny):
 
 def test_cached_teacher_is_reused_without_training(tiny):
     config, data, teacher = tiny.config, tiny.data, tiny.teacher
-    directory = cache_path(config.teacher)
+    directory = cache_path(config.teacher, teacher.card.fingerprint)
     stamp = (directory / "model.safetensors").stat().st_mtime_ns
-    again = get_teacher(config.teacher, data, torch.device("cpu"), config.seed)
+    again = get_teacher(config.teacher, data, torch.device("cpu"))
     assert (directory / "model.safetensors").stat().st_mtime_ns == stamp
     assert again.card == teacher.card
     assert torch.equal(again.train_logits, teacher.train_logits)
@@ -35,20 +40,31 @@ def test_cached_teacher_is_reused_without_training(tiny):
     assert {"model", "val_accuracy", "test_accuracy", "fingerprint"} <= set(card)
 
 
-def test_changed_recipe_or_data_changes_the_fingerprint_and_retrains(tiny, tmp_path):
+def test_the_cache_keeps_one_teacher_per_fingerprint(tiny, tmp_path):
     config, data = tiny.config, tiny.data
-    base = fingerprint(config.teacher, data, config.seed)
-    assert fingerprint(config.teacher.model_copy(update={"epochs": 3}), data, 0) != base
-    assert fingerprint(config.teacher, data, seed=1) != base
+    base = fingerprint(config.teacher, data)
+    assert fingerprint(config.teacher.model_copy(update={"epochs": 3}), data) != base
+    assert fingerprint(config.teacher.model_copy(update={"seed": 1}), data) != base
+    flipped = dataclasses.replace(data, augment=AugmentConfig(flip=True))
+    assert fingerprint(config.teacher, flipped) != base
+    other_split = load_data(config.data.model_copy(update={"split_seed": 1}))
+    assert fingerprint(config.teacher, other_split) != base
     spec = config.teacher.model_copy(update={"cache_dir": tmp_path, "epochs": 1})
-    first = get_teacher(spec, data, torch.device("cpu"), 0)
+    first = get_teacher(spec, data, torch.device("cpu"))
     changed = spec.model_copy(update={"lr": 1e-3})  # same cache folder, other recipe
-    second = get_teacher(changed, data, torch.device("cpu"), 0)
+    second = get_teacher(changed, data, torch.device("cpu"))
     assert second.card.fingerprint != first.card.fingerprint
-    assert (
-        json.loads((cache_path(spec) / "card.json").read_text())["fingerprint"]
-        == second.card.fingerprint
-    )
+    # Switching back and forth trains neither again: each has its own entry.
+    stamps = {
+        t.card.fingerprint: (t.cache_dir / "model.safetensors").stat().st_mtime_ns
+        for t in (first, second)
+    }
+    for recipe in (spec, changed):
+        again = get_teacher(recipe, data, torch.device("cpu"))
+        assert (again.cache_dir / "model.safetensors").stat().st_mtime_ns == stamps[
+            again.card.fingerprint
+        ]
+    assert sorted(p.name for p in (tmp_path / "resnet18").iterdir()) == sorted(stamps)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
@@ -61,7 +77,7 @@ def test_user_checkpoint_is_loaded_not_retrained(tiny, tmp_path, suffix):
     else:
         torch.save(state, path)
     spec = TeacherConfig(model="resnet18", checkpoint=path, epochs=0, cache_dir=tmp_path / "c")
-    loaded = get_teacher(spec, data, torch.device("cpu"), 0)
+    loaded = get_teacher(spec, data, torch.device("cpu"))
     assert loaded.card.source == f"checkpoint:{path}"
     assert loaded.card.val_accuracy == pytest.approx(teacher.card.val_accuracy)
 
@@ -84,7 +100,7 @@ def test_bad_checkpoints_and_names_are_user_errors(tiny, tmp_path):
     cases.append((TeacherConfig(checkpoint=pickled, cache_dir=tmp_path), "weights-only"))
     for spec, needle in cases:
         with pytest.raises(UserError, match=needle):
-            get_teacher(spec, data, cpu, 0)
+            get_teacher(spec, data, cpu)
 
 
 def test_hub_weights_offline_give_a_clear_message():
@@ -100,3 +116,26 @@ def test_hub_weights_offline_give_a_clear_message():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert "teacher.checkpoint to a local file" in result.stdout, result.stderr
+
+
+def test_a_checkpoint_for_other_classes_gets_a_new_classifier_and_is_fine_tuned(tiny, tmp_path):
+    data = tiny.data
+    path = tmp_path / "imagenet_like.safetensors"
+    other = create_teacher("resnet18", data.in_chans, 7)  # a checkpoint for 7 classes
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(path))
+    spec = TeacherConfig(checkpoint=path, epochs=0, cache_dir=tmp_path / "c")
+    with pytest.raises(UserError, match=r"classifier for another class count \(fc.weight, fc.bias"):
+        get_teacher(spec, data, torch.device("cpu"))
+    tuned = get_teacher(spec.model_copy(update={"epochs": 1}), data, torch.device("cpu"))
+    assert tuned.card.source == f"checkpoint:{path}+new-classifier+trained"
+    assert tuned.model.fc.out_features == 10
+    body = "layer1.0.conv1.weight"  # fine-tuned from the checkpoint, not from scratch
+    moved = tuned.model.state_dict()[body] - other.state_dict()[body]
+    assert 0 < float(moved.abs().mean()) < float(other.state_dict()[body].abs().mean())
+
+
+def test_a_search_seed_leaves_the_teacher_alone(tiny):
+    config = tiny.config.model_copy(update={"seed": 7})
+    again = prepare(config)
+    assert again.teacher.card == tiny.teacher.card
+    assert torch.equal(again.data.val.x, tiny.data.val.x)

@@ -1,0 +1,160 @@
+"""`finalize`: retrain the front of a proxy search at full fidelity and rebuild the front.
+
+A proxy search trains each student on a stratified subset for a few epochs
+(`training.train_subset`, `training.epochs`), which ranks candidates cheaply but
+understates what each can reach. Finalize retrains every model of the proxy front from
+the teacher, on all training images for `training.final_epochs`, with the same seed,
+records both figures in pareto.json, rebuilds the front on the full-fidelity figures,
+and reports how well the proxy ranked the retrained models: Kendall's tau between
+proxy and full validation accuracy (1: the same order, 0: no relation).
+
+Each retrained model is written as soon as it is done (`models/final_N.*`), so an
+interrupted finalize continues where it stopped. The proxy front is kept as
+`proxy_pareto.json`; pareto.json then holds the full-fidelity front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy.stats import kendalltau
+
+from automl.experiment import Experiment, prepare
+from automl.run.documents import (
+    Finalized,
+    FrontMember,
+    ParetoDocument,
+    pareto_document,
+    read_document,
+    write_atomic,
+    write_document,
+)
+from automl.run.finished import SearchRun
+from automl.run.layout import trial_key
+from automl.run.report import build_report, report_title
+from automl.student.files import save_student
+from automl.trial import Scores, TrialRecord, TrialResult, run_trial
+
+log = logging.getLogger(__name__)
+
+PROXY_PARETO = "proxy_pareto.json"  # the proxy search's front, once pareto.json is finalized
+
+
+@dataclass(frozen=True)
+class Retrained:
+    trial: int
+    proxy: Scores
+    result: TrialResult
+
+
+def final_name(trial: int) -> str:
+    """The retrained weights, relative to the run directory."""
+    return f"models/final_{trial_key(trial).removeprefix('trial_')}.safetensors"
+
+
+def finalize(
+    run: SearchRun, say: Callable[[str], None] = log.info, exp: Experiment | None = None
+) -> ParetoDocument:
+    """Retrain the proxy front at full fidelity, rewrite pareto.json and report.html, and
+    return the new document. Retrained models already on disk are reused; `exp` is the
+    run's prepared experiment, when the caller has it."""
+    start = time.perf_counter()
+    config, run_dir = run.config, run.run_dir
+    candidates = _candidates(run)
+    exp = exp or prepare(config)
+    t = config.training
+    full = t.model_copy(update={"epochs": t.final_epochs or t.epochs, "train_subset": None})
+    ctx = dataclasses.replace(exp.trial_context(), training=full, subset=None)
+    proxy_images = (
+        len(exp.data.train) if t.train_subset is None else min(t.train_subset, len(exp.data.train))
+    )
+    done: list[Retrained] = []
+    for k, member in enumerate(candidates, 1):
+        path = run_dir.path / final_name(member.trial)
+        found = _read_retrained(path, member)
+        if found is None:
+            say(
+                f"finalize {k}/{len(candidates)}: trial {member.trial}, {full.epochs} epochs on "
+                f"{len(exp.data.train)} images"
+            )
+            result, model = run_trial(member.architecture, ctx, run.trial_seed(member.trial))
+            proxy = Scores(**member.model_dump(include=set(Scores.model_fields)))
+            meta = {
+                "trial": member.trial,
+                "teacher": exp.teacher.card.model,
+                "result": result.model_dump(),
+                "proxy": proxy.model_dump(),
+            }
+            save_student(path, model, member.architecture, meta)
+            found = Retrained(member.trial, proxy, result)
+        done.append(found)
+    by_trial = {r.trial: r for r in done}
+    records = [
+        TrialRecord(m.trial, "COMPLETE", m.architecture, by_trial[m.trial].result)
+        for m in candidates
+    ]
+    pareto = pareto_document(records, run.pareto.teacher, final_name)
+    for member in pareto.front:
+        member.proxy = by_trial[member.trial].proxy
+    on_front = {m.trial for m in pareto.front}
+    pareto.finalized = Finalized(
+        epochs=full.epochs,
+        train_images=len(exp.data.train),
+        proxy_epochs=t.epochs,
+        proxy_train_images=proxy_images,
+        retrained=[r.trial for r in done],
+        dropped=[r.trial for r in done if r.trial not in on_front],
+        kendall_tau=rank_correlation(
+            [r.proxy.val_accuracy for r in done], [r.result.val_accuracy for r in done]
+        ),
+        seconds=round(time.perf_counter() - start, 2),
+    )
+    for stale in run_dir.models.glob("final_*.safetensors"):
+        if stale.name not in {Path(final_name(r.trial)).name for r in done}:
+            stale.unlink()
+            stale.with_suffix(".json").unlink(missing_ok=True)
+    run_dir.write_pareto(pareto)
+    page = build_report(pareto, run_dir.read_trial_points(), report_title(config.name))
+    write_atomic(run_dir.report_html, page)
+    return pareto
+
+
+def rank_correlation(proxy: list[float], full: list[float]) -> float | None:
+    """Kendall's tau-b of two rankings; None when it is undefined (fewer than two models, or
+    one side without any spread)."""
+    if len(proxy) < 2:
+        return None
+    tau = float(kendalltau(proxy, full).statistic)
+    return None if math.isnan(tau) else round(tau, 4)
+
+
+def _candidates(run: SearchRun) -> list[FrontMember]:
+    """The proxy front. The first finalize keeps the proxy search's pareto.json as
+    proxy_pareto.json, since pareto.json then holds the full-fidelity front; a resumed search
+    writes a proxy pareto.json again, which the next finalize takes."""
+    kept = run.run_dir.path / PROXY_PARETO
+    if run.pareto.finalized is None:
+        write_document(kept, run.pareto)
+        return list(run.pareto.front)
+    return list(read_document(kept, ParetoDocument).front)
+
+
+def _read_retrained(path: Path, member: FrontMember) -> Retrained | None:
+    """A model retrained by an earlier, interrupted finalize, if its files are complete."""
+    meta = path.with_suffix(".json")
+    if not (path.is_file() and meta.is_file()):
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+        if doc.get("architecture") != member.architecture.model_dump(mode="json"):
+            return None
+        return Retrained(member.trial, Scores(**doc["proxy"]), TrialResult(**doc["result"]))
+    except (ValueError, KeyError, TypeError):
+        return None
