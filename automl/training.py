@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from automl.augment import AugmentConfig, ViewBank, Views, apply_views, draw_views
-from automl.data import Split
+from automl.data.bundle import Images
 
 # (epoch, val_accuracy) -> True to stop training early
 EpochCallback = Callable[[int, float], bool]
@@ -152,7 +152,7 @@ class BankViews:
 
 def fit(
     model: nn.Module,
-    train: Split,
+    train: Images,
     loss_fn: LossFn,
     settings: FitSettings,
     device: torch.device,
@@ -164,7 +164,8 @@ def fit(
     """Train `model` with AdamW and a one-cycle cosine schedule; returns the epochs run.
 
     Trains on the images `indices` selects (default: all of `train`), each batch passed
-    through `augment` when given. The split moves to `device` once; on CUDA the forward
+    through `augment` when given. An in-memory split moves to `device` once, a streamed one
+    batch by batch; on CUDA the forward
     pass runs under bfloat16 autocast when `settings.amp`. `on_epoch(epoch)` is called
     after each epoch and may return True to stop. Raises NonFiniteLoss when a loss is NaN
     or infinite.
@@ -172,7 +173,7 @@ def fit(
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)
     pool = torch.arange(len(train)) if indices is None else indices.cpu()
-    x_all, y_all = train.x.to(device), train.y.to(device)
+    images, y_all = train.to(device), train.y.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(pool) / settings.batch_size)
@@ -188,10 +189,8 @@ def fit(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = pool[torch.randperm(len(pool), generator=generator)]
-        for start in range(0, len(order), settings.batch_size):
-            idx = order[start : start + settings.batch_size]
-            on_device = idx.to(device)
-            x, view = x_all[on_device], None
+        for idx, x in images.batches(order, settings.batch_size):
+            on_device, x, view = idx.to(device), x.to(device, non_blocking=True), None
             if augment is not None:
                 x, view = augment(x, idx, generator)
             batch = Batch(x, y_all[on_device], on_device, None if view is None else view.to(device))
@@ -224,6 +223,18 @@ def predict_logits(
     )
 
 
-def accuracy(model: nn.Module, split: Split, device: torch.device) -> float:
-    logits = predict_logits(model, split.x, device)
+@torch.inference_mode()
+def predict_split(
+    model: nn.Module, split: Images, device: torch.device, batch_size: int = 512
+) -> torch.Tensor:
+    """Logits for every image of `split`, in order, on the CPU, (N, num_classes)."""
+    model.to(device).eval()
+    order = torch.arange(len(split))
+    return torch.cat(
+        [model(x.to(device)).float().cpu() for _, x in split.batches(order, batch_size)]
+    )
+
+
+def accuracy(model: nn.Module, split: Images, device: torch.device) -> float:
+    logits = predict_split(model, split, device)
     return float((logits.argmax(dim=1) == split.y).float().mean())

@@ -132,7 +132,7 @@ def run_trial(
     seed_everything(seed)
     start = time.perf_counter()
     data = ctx.data
-    calibration = (data.train.x[:64], data.train.y[:64])
+    calibration = (data.example_input(64), data.train.y[:64])
     student = build_student(ctx.teacher, ctx.stages, arch, calibration)
     model = student.model
     loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha) if kd else cross_entropy_loss

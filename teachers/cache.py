@@ -33,6 +33,7 @@ from automl.training import (
     cross_entropy_loss,
     fit,
     predict_logits,
+    predict_split,
 )
 from teachers.load import create_teacher, load_weights, read_state_dict
 from teachers.spec import TeacherConfig
@@ -140,7 +141,7 @@ def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.devi
     for k, view in enumerate(views):
         for start in range(0, n, 4096):
             part = torch.arange(start, min(start + 4096, n))
-            x = apply_views(data.train.x[part], view[part], padding, fill)
+            x = apply_views(data.train.images(part), view[part], padding, fill)
             logits[k, part] = predict_logits(teacher.model, x, device)
     teacher.model.cpu()
     partial = path.with_suffix(".partial")
@@ -183,7 +184,7 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         fit(model, data.train, cross_entropy_loss, settings, device, config.seed, augment=augment)
         source += "+trained"
     model = model.cpu().eval()
-    train_logits = predict_logits(model, data.train.x, torch.device("cpu"))
+    train_logits = predict_split(model, data.train, torch.device("cpu"))
     params = sum(p.numel() for p in model.parameters())
     card = TeacherCard(
         model=config.model,

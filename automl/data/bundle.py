@@ -10,8 +10,9 @@ from the training images, stratified by label.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import numpy as np
 import torch
@@ -55,15 +56,62 @@ class HeldOutTest(SourceConfig):
         return self
 
 
+class Images(Protocol):
+    """A split of images and labels, held in memory (`Split`) or read from disk as needed
+    (`automl.data.stream.StreamedSplit`). Inputs come out normalised, (N, C, H, W) float32."""
+
+    y: torch.Tensor  # (N,) int64, always in memory
+
+    def __len__(self) -> int: ...
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input."""
+        ...
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        """The inputs at `idx`, in that order."""
+        ...
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(indices, inputs) for consecutive chunks of `order`."""
+        ...
+
+    def to(self, device: torch.device) -> Images:
+        """This split as training on `device` reads it best."""
+        ...
+
+
 @dataclass(frozen=True)
 class Split:
-    """Inputs (N, C, H, W) float32, normalised; labels (N,) int64."""
+    """Images held in memory: inputs (N, C, H, W) float32, normalised; labels (N,) int64."""
 
     x: torch.Tensor
     y: torch.Tensor
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def images(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.x[idx.to(self.x.device)]
+
+    def batches(
+        self, order: torch.Tensor, batch_size: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield idx, self.images(idx)
+
+    def to(self, device: torch.device) -> Split:
+        """On `device` as a whole: one copy, then every batch is a slice there."""
+        return Split(self.x.to(device), self.y.to(device))
 
 
 @dataclass(frozen=True)
@@ -79,9 +127,9 @@ class DataBundle:
     """
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Images
+    val: Images
+    test: Images
     num_classes: int
     class_names: list[str]
     preprocess: dict[str, Any]
@@ -90,11 +138,11 @@ class DataBundle:
 
     @property
     def in_chans(self) -> int:
-        return int(self.train.x.shape[1])
+        return self.train.shape[0]
 
     @property
     def image_size(self) -> tuple[int, int]:
-        return int(self.train.x.shape[2]), int(self.train.x.shape[3])
+        return self.train.shape[1], self.train.shape[2]
 
     @property
     def black(self) -> torch.Tensor:
@@ -103,7 +151,7 @@ class DataBundle:
         return -mean / torch.tensor(self.preprocess["std"], dtype=torch.float32)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        return self.train.x[:batch_size].clone()
+        return self.train.images(torch.arange(min(batch_size, len(self.train)))).clone()
 
 
 def stratified_indices(

@@ -1,18 +1,33 @@
-"""An image folder on disk: one sub-folder per class, images inside (png, jpg, bmp, ...)."""
+"""An image folder on disk: one sub-folder per class, images inside (png, jpg, bmp, ...).
+
+Small folders are decoded once and held in memory; large ones are streamed from disk
+through a DataLoader (`automl.data.stream`), so 100,000 images at 224 px need no more
+memory than a few batches. `stream: null` (the default) streams when the decoded images
+would take more than `stream_above_mb`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import torch
 from pydantic import Field
 
-from automl.data.bundle import DataBundle, HeldOutTest, build_bundle, check_labels
+from automl.data.bundle import (
+    DataBundle,
+    HeldOutTest,
+    build_bundle,
+    check_labels,
+    stratified_indices,
+)
+from automl.data.stream import Decoder, StreamedSplit
 from automl.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+STATS_SAMPLE = 2000  # training images that mean and std are measured on, when streaming
 
 
 class ImageFolderConfig(HeldOutTest):
@@ -21,37 +36,93 @@ class ImageFolderConfig(HeldOutTest):
     channels: Literal[1, 3] = 3
     image_size: Annotated[int | None, Field(ge=8, le=512, description="side after resize")] = 32
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    stream: bool | None = Field(
+        default=None, description="read batches from disk; null: when larger than below"
+    )
+    stream_above_mb: Annotated[float, Field(gt=0)] = 1024.0
+    workers: Annotated[int, Field(ge=0, le=64, description="DataLoader workers, streaming")] = 2
 
 
-def load(config: ImageFolderConfig) -> DataBundle:
-    root = config.root
+def scan(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
+    """Class names, image files and their labels; an empty class folder is an error."""
     if not root.is_dir():
         raise UserError(f"data.root: image folder not found: {root}")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
         raise UserError(f"data.root: {root} needs at least 2 class sub-folders, found {classes}")
-    mode = "L" if config.channels == 1 else "RGB"
-    side = config.image_size or 32
-    size = (side, side)
-    images, labels = [], []
+    paths: list[Path] = []
+    labels: list[int] = []
     for label, name in enumerate(classes):
-        for path in sorted((root / name).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(path) as img:
-                    pixels = np.asarray(img.convert(mode).resize(size, Image.BILINEAR))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise UserError(f"data.root: cannot read image {path}: {exc}") from None
-            images.append(pixels.reshape(size[0], size[1], config.channels).transpose(2, 0, 1))
-            labels.append(label)
-    labels_array = np.asarray(labels, dtype=np.int64)
-    check_labels(labels_array, classes, f"data.root: {root}")
+        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise UserError(
+                f"data.root: class folder {root / name} holds no images "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}); remove it or add images"
+            )
+        paths += found
+        labels += [label] * len(found)
+    array = np.asarray(labels, dtype=np.int64)
+    check_labels(array, classes, f"data.root: {root}")
+    return classes, paths, array
+
+
+def load(config: ImageFolderConfig) -> DataBundle:
+    classes, paths, labels = scan(config.root)
+    side = config.image_size or 32
+    decoded_mb = len(paths) * config.channels * side * side * 4 / 2**20
+    stream = config.stream if config.stream is not None else decoded_mb > config.stream_above_mb
+    if stream:
+        return _streamed(config, classes, paths, labels, side)
+    decoder = Decoder("L" if config.channels == 1 else "RGB", side, 1.0, (0.0,), (1.0,))
+    images = np.stack([decoder.raw(p) for p in paths])  # 0..255, resized
     return build_bundle(
-        f"image_folder:{root.name}",
-        np.stack(images).astype(np.float32),
-        labels_array,
-        classes,
-        divide_by=255.0,
-        config=config,
+        f"image_folder:{config.root.name}", images, labels, classes, divide_by=255.0, config=config
+    )
+
+
+def _streamed(
+    config: ImageFolderConfig, classes: list[str], paths: list[Path], labels: np.ndarray, side: int
+) -> DataBundle:
+    tr, va, te = stratified_indices(
+        labels, config.val_fraction, config.test_fraction, config.split_seed
+    )
+    mode = "L" if config.channels == 1 else "RGB"
+    unit = Decoder(mode, side, 255.0, (0.0,) * config.channels, (1.0,) * config.channels)
+    sample = np.random.default_rng(config.split_seed).permutation(tr)[:STATS_SAMPLE]
+    pixels = np.stack([unit.raw(paths[i]) for i in sample])
+    mean = tuple(round(float(v), 6) for v in pixels.mean(axis=(0, 2, 3)))
+    std = tuple(round(max(float(v), 1e-6), 6) for v in pixels.std(axis=(0, 2, 3), ddof=1))
+    decoder = Decoder(mode, side, 255.0, mean, std)
+    preprocess = {
+        "resize": [side, side],
+        "interpolation": "bilinear",
+        "divide_by": 255.0,
+        "mean": list(mean),
+        "std": list(std),
+        "channels": config.channels,
+    }
+    digest = hashlib.sha256()
+    for path in paths:  # names, sizes and times: reading every file would cost a whole epoch
+        stat = path.stat()
+        digest.update(f"{path.relative_to(config.root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    digest.update(labels.tobytes())
+    digest.update(
+        repr((preprocess, config.val_fraction, config.test_fraction, config.split_seed)).encode()
+    )
+
+    def split(idx: np.ndarray) -> StreamedSplit:
+        return StreamedSplit(
+            tuple(paths[i] for i in idx), torch.from_numpy(labels[idx]), decoder, config.workers
+        )
+
+    return DataBundle(
+        name=f"image_folder:{config.root.name}",
+        train=split(tr),
+        val=split(va),
+        test=split(te),
+        num_classes=len(classes),
+        class_names=classes,
+        preprocess=preprocess,
+        fingerprint=digest.hexdigest()[:16],
+        augment=config.augment,
     )

@@ -66,7 +66,12 @@ def export_trial(
             threads=settings.threads,
             keep_fp32=fp32,
         )
-        latency = _latency(dep.path, fp32 if fp32.exists() else None, data.test.x, settings)
+        latency = _latency(
+            dep.path,
+            fp32 if fp32.exists() else None,
+            data.test.images(torch.arange(min(max(settings.batch_sizes), len(data.test)))),
+            settings,
+        )
         shutil.copyfile(run.run_dir.path / member.weights, stage / "model.safetensors")
         (stage / "architecture.json").write_text(arch.model_dump_json(indent=2) + "\n")
         card = _card(run, member, arch, form, dep, latency, data, command)

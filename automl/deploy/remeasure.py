@@ -88,7 +88,7 @@ def remeasure(
     runners: dict[str, Callable[[], object]] = {}
     for key, model in models.items():
         for b in settings.batch_sizes:
-            x = batch_of(data.test.x, b)
+            x = batch_of(data.test.images(torch.arange(min(b, len(data.test)))), b)
             runners[f"{key}|torch|{b}"] = lambda model=model, x=x: model(x)
             dep = deployed[key]
             if isinstance(dep, DeployedOnnx):

@@ -16,6 +16,7 @@ from automl.data.cifar import CifarConfig, SafeUnpickler
 from automl.data.fashion_mnist import CLASSES, DEBIAN_ROOT, FashionMnistConfig
 from automl.data.idx import IdxConfig, read_idx
 from automl.errors import UserError
+from tests.conftest import cli_in_process, write_config
 from tests.data.files import idx_bytes, write_cifar10, write_cifar100, write_idx_set
 
 
@@ -141,3 +142,15 @@ def test_bad_cifar_files_each_name_the_file(tmp_path):
         assert str(path) in str(caught.value), label
     with pytest.raises(UserError, match="neither CIFAR-10"):
         load_data(CifarConfig(root=tmp_path))
+
+
+def test_a_bad_data_file_stops_the_command_with_status_2(tmp_path):
+    root = write_idx_set(tmp_path / "idx", gz=False)
+    path = root / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-3])
+    raw = {"data": {"type": "idx", "root": str(root)}, "teacher": {"cache_dir": str(tmp_path)}}
+    config = write_config(tmp_path / "c.yaml", raw)
+    for command in (["teacher"], ["search", "--out", tmp_path / "run"]):
+        result = cli_in_process(*command, "--config", config)
+        assert result.exit_code == 2 and f"{path} is truncated" in result.stderr
+        assert "Traceback" not in result.stderr + result.stdout

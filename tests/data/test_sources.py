@@ -31,28 +31,43 @@ SOURCES: dict[str, Callable[[Path], object]] = {
 }
 
 
+# Ways of reading a source beyond its default, held to the same contract.
+VARIANTS: dict[str, Callable[[Path], object]] = {
+    **SOURCES,
+    "image_folder, streamed": lambda tmp: ImageFolderConfig(
+        root=_write_folder(tmp / "imgs", per_class=10), image_size=16, stream=True, workers=1
+    ),
+}
+
+
 def test_every_registered_source_is_in_the_contract():
     assert sorted(SOURCES) == list_data_sources()
 
 
-@pytest.mark.parametrize("source", list_data_sources())
+def _all(split) -> torch.Tensor:
+    return torch.cat([x for _, x in split.batches(torch.arange(len(split)), 64)])
+
+
+@pytest.mark.parametrize("source", VARIANTS)
 def test_source_contract(source, tmp_path):
-    config = SOURCES[source](tmp_path)
+    config = VARIANTS[source](tmp_path)
     other_split = config.model_copy(update={"split_seed": config.split_seed + 1})
     a, b, other = load_data(config), load_data(config), load_data(other_split)
     assert isinstance(a, DataBundle) and a.num_classes == len(a.class_names) >= 2
     splits = (a.train, a.val, a.test)
-    for split in splits:
-        assert split.x.dtype == torch.float32 and split.y.dtype == torch.int64
-        assert split.x.shape[1:] == (a.in_chans, *a.image_size) and len(split) > 0
+    inputs = [_all(split) for split in splits]
+    for split, x in zip(splits, inputs, strict=True):
+        assert x.dtype == torch.float32 and split.y.dtype == torch.int64
+        assert x.shape[1:] == split.shape == (a.in_chans, *a.image_size) and len(split) > 0
+        assert torch.equal(split.images(torch.tensor([2, 0])), x[[2, 0]])
         assert set(split.y.tolist()) == set(range(a.num_classes))  # stratified: every class
-    assert abs(float(a.train.x.mean())) < 0.05  # normalised on the training split
+    assert abs(float(inputs[0].mean())) < 0.05  # normalised on the training split
     assert set(a.preprocess) == {"resize", "interpolation", "divide_by", "mean", "std", "channels"}
     assert len(a.preprocess["mean"]) == a.in_chans == a.preprocess["channels"]
     # The split is fixed by the seed, and no image is in two splits.
-    assert torch.equal(a.val.x, b.val.x) and a.fingerprint == b.fingerprint
+    assert torch.equal(inputs[1], _all(b.val)) and a.fingerprint == b.fingerprint
     assert a.fingerprint != other.fingerprint
-    rows = [{x.numpy().tobytes() for x in s.x} for s in splits]
+    rows = [{row.numpy().tobytes() for row in x} for x in inputs]
     assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
 
 
