@@ -36,6 +36,11 @@ class TrainingConfig(Strict):
         description="proxy search: train each student on this many training images "
         "(stratified, fixed by data.split_seed); null: all",
     )
+    augment: bool = Field(
+        default=False,
+        description="students train on data.augment's views too (the teacher always does); "
+        "off by default: see BENCHMARKS.md, augmentation",
+    )
     kd_targets: Literal["auto", "cached", "online"] = Field(
         default="auto",
         description="teacher logits cached for kd_views fixed views per image (cheap on a "

@@ -6,13 +6,14 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
 import automl
+from automl.augment import AugmentConfig
 from automl.config import ExperimentConfig
 from automl.data import DataBundle, load_data
 from automl.data.bundle import stratified_subset
@@ -52,7 +53,8 @@ class Experiment:
         c = self.config
         bank = None
         if self.kd_targets == "cached":
-            bank = view_bank(self.teacher, self.data, c.training.kd_views, self.device)
+            seen = self.data if c.training.augment else replace(self.data, augment=AugmentConfig())
+            bank = view_bank(self.teacher, seen, c.training.kd_views, self.device)
         subset = None
         if c.training.train_subset is not None:
             labels = self.data.train.y.numpy()

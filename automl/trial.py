@@ -102,9 +102,10 @@ class TrialContext:
     subset: torch.Tensor | None = None
 
     def augmenter(self) -> Augmenter | None:
-        """How a student's batches are augmented: views of the bank, fresh ones when online."""
+        """How a student's batches are augmented: views of the bank, fresh ones when online,
+        none unless both `data.augment` and `training.augment` ask for it."""
         augment = self.data.augment
-        if not augment.enabled:
+        if not (augment.enabled and self.training.augment):
             return None
         if self.bank is not None:
             return BankViews(self.bank, augment.crop_padding, self.data.black)

@@ -44,7 +44,12 @@ def main() -> int:
     cfg = load_config(args.config)
     exp = prepare(cfg)
     training = cfg.training.model_copy(
-        update={"epochs": args.epochs, "train_subset": args.subset, "kd_views": args.views}
+        update={
+            "epochs": args.epochs,
+            "train_subset": args.subset,
+            "kd_views": args.views,
+            "augment": True,
+        }
     )
     exp = dataclasses.replace(exp, config=cfg.model_copy(update={"training": training}))
     start = time.perf_counter()

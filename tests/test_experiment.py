@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from automl.augment import AugmentConfig
 from automl.errors import UserError
 from automl.experiment import library_versions, resolve_device
+from automl.training import BankViews
 
 
 def test_the_trial_context_shares_the_teacher_and_its_cached_logits(tiny):
@@ -45,3 +47,14 @@ def test_devices_and_versions():
             resolve_device("cuda")
     versions = library_versions()
     assert {"automl", "python", "torch", "timm", "optuna", "torch_pruning"} <= set(versions)
+
+
+def test_students_see_augmented_views_only_when_training_augment_asks(tiny, tmp_path):
+    flipped = dataclasses.replace(tiny.data, augment=AugmentConfig(flip=True))
+    teacher = dataclasses.replace(tiny.teacher, cache_dir=tmp_path)
+    exp = dataclasses.replace(_with_training(tiny, kd_views=2), data=flipped, teacher=teacher)
+    plain = exp.trial_context()
+    assert plain.augmenter() is None and plain.bank.count == 1  # the teacher's logits as is
+    augmenting = dataclasses.replace(exp, config=_with_training(exp, augment=True).config)
+    ctx = augmenting.trial_context()
+    assert isinstance(ctx.augmenter(), BankViews) and ctx.bank.count == 2

@@ -23,7 +23,9 @@ def on_cuda(tiny):
 
 @pytest.mark.parametrize("kd_targets", ["cached", "online"])
 def test_a_trial_trains_on_cuda_and_times_on_the_cpu(on_cuda, kd_targets):
-    training = on_cuda.config.training.model_copy(update={"kd_targets": kd_targets})
+    training = on_cuda.config.training.model_copy(
+        update={"kd_targets": kd_targets, "augment": True}
+    )
     exp = dataclasses.replace(
         on_cuda,
         config=on_cuda.config.model_copy(update={"training": training}),

@@ -49,7 +49,13 @@ def test_a_proxy_search_on_real_fashion_mnist(tmp_path):
             "cache_dir": str(tmp_path / "teachers"),
         },
         "search_space": {"name": "uniform"},
-        "training": {"epochs": 1, "train_subset": 600, "final_epochs": 1, "kd_views": 2},
+        "training": {
+            "epochs": 1,
+            "train_subset": 600,
+            "final_epochs": 1,
+            "kd_views": 2,
+            "augment": True,
+        },
         "latency": {"warmup": 1, "repeats": 30},
         "search": {"budget": 2, "sampler": "random"},
     }
