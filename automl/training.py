@@ -165,10 +165,9 @@ def fit(
 
     Trains on the images `indices` selects (default: all of `train`), each batch passed
     through `augment` when given. An in-memory split moves to `device` once, a streamed one
-    batch by batch; on CUDA the forward
-    pass runs under bfloat16 autocast when `settings.amp`. `on_epoch(epoch)` is called
-    after each epoch and may return True to stop. Raises NonFiniteLoss when a loss is NaN
-    or infinite.
+    batch by batch; on CUDA the forward pass runs under bfloat16 autocast when
+    `settings.amp`. `on_epoch(epoch)` is called after each epoch and may return True to
+    stop. Raises NonFiniteLoss when a loss is NaN or infinite.
     """
     model.to(device).train()
     generator = torch.Generator().manual_seed(seed)

@@ -3,6 +3,7 @@ records what became of each trial as a `TrialRecord`."""
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -112,9 +113,12 @@ class TrialContext:
         return RandomViews(augment, self.data.black)
 
     def distillation(self, temperature: float, alpha: float) -> LossFn:
+        """The KD loss of a trial: cached logits moved to the device, or a teacher there (a
+        copy, so the shared teacher that students are built from stays on the CPU)."""
         if self.bank is not None:
             return distillation_loss(self.bank.logits.to(self.device), temperature, alpha)
-        return online_distillation(self.teacher.to(self.device).eval(), temperature, alpha)
+        teacher = self.teacher if self.device.type == "cpu" else copy.deepcopy(self.teacher)
+        return online_distillation(teacher.to(self.device).eval(), temperature, alpha)
 
 
 def run_trial(

@@ -6,7 +6,7 @@ of reading batches, and peak memory, each mode in a fresh process.
 Writes a folder of random RGB PNG files (10 classes), then for each mode runs
 `load_data` and `--epochs` passes over the training split in batches of 64 (the reading a
 trial does, without the model), reporting the median epoch. Peak memory is the largest
-resident set of the process and of its DataLoader workers (ru_maxrss).
+resident set of the process and the largest of its children (ru_maxrss).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> int:
         root = Path(tmp) / "folder"
         write_folder(root, args.images, args.size)
         print(f"{args.images} RGB images at {args.size} px, {args.epochs} epochs of batches of 64")
-        print("| mode | load s | epoch s (median) | peak MB (main) | peak MB (a worker) |")
+        print("| mode | load s | epoch s (median) | peak MB (main) | peak MB (largest child) |")
         print("|---|---|---|---|---|")
         for label, stream, workers in (
             ("in memory", 0, 0),

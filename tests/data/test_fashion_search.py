@@ -1,4 +1,4 @@
-"""Real data end to end: a proxy search and finalize on 3,000 real Fashion-MNIST images (IDX
+"""Real data end to end: a proxy search and finalize on 2,000 real Fashion-MNIST images (IDX
 files written from Debian's package), augmented, through the command line."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _fashion_subset(root, n_train: int, n_test: int) -> None:
 
 
 def test_a_proxy_search_on_real_fashion_mnist(tmp_path):
-    _fashion_subset(tmp_path / "fashion", 3000, 1000)
+    _fashion_subset(tmp_path / "fashion", 2000, 500)
     raw = {
         "name": "fashion",
         "device": "cpu",
@@ -64,9 +64,9 @@ def test_a_proxy_search_on_real_fashion_mnist(tmp_path):
     assert "finalized:" in result.stdout and "Kendall tau" in result.stdout
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     pareto = json.loads((tmp_path / "run" / "pareto.json").read_text())
-    assert (run["data"]["train"], run["data"]["val"], run["data"]["test"]) == (2700, 300, 1000)
+    assert (run["data"]["train"], run["data"]["val"], run["data"]["test"]) == (1800, 200, 500)
     assert pareto["teacher"]["test_accuracy"] > 0.7  # ten classes: chance is 0.1
-    assert pareto["finalized"]["train_images"] == 2700
+    assert pareto["finalized"]["train_images"] == 1800
     assert pareto["finalized"]["proxy_train_images"] == 600
     assert all(m["test_accuracy"] > 0.5 for m in pareto["front"])
     teacher_dir = next((tmp_path / "teachers" / "resnet18").iterdir())
