@@ -71,10 +71,9 @@ def finalize(
     exp = exp or prepare(config)
     t = config.training
     full = t.model_copy(update={"epochs": t.final_epochs or t.epochs, "train_subset": None})
-    ctx = dataclasses.replace(exp.trial_context(), training=full, subset=None)
-    proxy_images = (
-        len(exp.data.train) if t.train_subset is None else min(t.train_subset, len(exp.data.train))
-    )
+    proxy_ctx = exp.trial_context()
+    proxy_images = len(exp.data.train) if proxy_ctx.subset is None else len(proxy_ctx.subset)
+    ctx = dataclasses.replace(proxy_ctx, training=full, subset=None)
     done: list[Retrained] = []
     for k, member in enumerate(candidates, 1):
         path = run_dir.path / final_name(member.trial)
