@@ -66,7 +66,18 @@ class FitSettings:
     lr: float
     weight_decay: float
     batch_size: int
-    amp: bool = True  # bfloat16 autocast on CUDA; ignored on the CPU
+    amp: bool = True  # bfloat16 autocast where `bf16_autocast(device)`
+
+
+def bf16_autocast(device: torch.device) -> bool:
+    """Whether training on `device` autocasts to bfloat16: on CUDA only.
+
+    Not on CPUs, even those with AVX512-BF16: there torch 2.15's bfloat16 convolution
+    backward wrote NaN into the weights of a stride-2 convolution whose kernel overhangs its
+    input (resnet18's layer4 on 16 px digits), while float32 stayed finite (BENCHMARKS.md,
+    bfloat16 on the CPU).
+    """
+    return device.type == "cuda"
 
 
 def seed_everything(seed: int) -> None:
@@ -165,11 +176,12 @@ def fit(
 
     Trains on the images `indices` selects (default: all of `train`), each batch passed
     through `augment` when given. An in-memory split moves to `device` once, a streamed one
-    batch by batch; on CUDA the forward pass runs under bfloat16 autocast when
-    `settings.amp`. `on_epoch(epoch)` is called after each epoch and may return True to
+    batch by batch. Training runs in channels-last memory order (the model is returned in
+    the default order); the forward pass runs under bfloat16 autocast when `settings.amp` and
+    `bf16_autocast(device)`. `on_epoch(epoch)` is called after each epoch and may return True to
     stop. Raises NonFiniteLoss when a loss is NaN or infinite.
     """
-    model.to(device).train()
+    model.to(device, memory_format=torch.channels_last).train()
     generator = torch.Generator().manual_seed(seed)
     pool = torch.arange(len(train)) if indices is None else indices.cpu()
     images, y_all = train.to(device), train.y.to(device)
@@ -183,7 +195,7 @@ def fit(
         pct_start=0.15,
         anneal_strategy="cos",
     )
-    autocast = device.type == "cuda" and settings.amp
+    autocast = settings.amp and bf16_autocast(device)
     epoch = 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
@@ -192,6 +204,7 @@ def fit(
             on_device, x, view = idx.to(device), x.to(device, non_blocking=True), None
             if augment is not None:
                 x, view = augment(x, idx, generator)
+            x = x.contiguous(memory_format=torch.channels_last)
             batch = Batch(x, y_all[on_device], on_device, None if view is None else view.to(device))
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 out = loss_fn(model(batch.x), batch)
@@ -204,7 +217,7 @@ def fit(
             scheduler.step()
         if on_epoch is not None and on_epoch(epoch):
             break
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return epoch
 
 

@@ -71,6 +71,8 @@ def fingerprint(config: TeacherConfig, data: DataBundle) -> str:
     """Changes whenever the data, their split or augmentation, or anything else that shapes
     the trained weights changes."""
     recipe = config.model_dump(mode="json", exclude={"cache_dir"})
+    if not config.small_input:  # teachers from before the option keep their fingerprints
+        del recipe["small_input"]
     if config.checkpoint is not None:
         recipe["checkpoint_sha256"] = _file_sha256(config.checkpoint)
     payload = {
@@ -151,7 +153,9 @@ def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.devi
 
 
 def _load_cached(config, data, directory):
-    model = create_teacher(config.model, data.in_chans, data.num_classes)
+    model = create_teacher(
+        config.model, data.in_chans, data.num_classes, small_input=config.small_input
+    )
     try:
         load_weights(model, load_file(str(directory / "model.safetensors")), "cached teacher")
         logits = load_file(str(directory / "logits.safetensors"))["train"]
@@ -166,7 +170,9 @@ def _load_cached(config, data, directory):
 def _build_and_cache(config, data, device, expected, directory) -> Teacher:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    model = create_teacher(config.model, data.in_chans, data.num_classes, config.pretrained)
+    model = create_teacher(
+        config.model, data.in_chans, data.num_classes, config.pretrained, config.small_input
+    )
     source = "pretrained" if config.pretrained else "scratch"
     if config.checkpoint is not None:
         where = f"teacher.checkpoint {config.checkpoint}"

@@ -15,9 +15,10 @@ from automl.errors import UserError
 
 
 def create_teacher(
-    name: str, in_chans: int, num_classes: int, pretrained: bool = False
+    name: str, in_chans: int, num_classes: int, pretrained: bool = False, small_input: bool = False
 ) -> nn.Module:
-    """A timm model shaped for the data; unknown names get the closest known ones."""
+    """A timm model shaped for the data, its stem made for small images when `small_input`
+    (see `drop_stem_downsampling`); unknown names get the closest known ones."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -37,7 +38,31 @@ def create_teacher(
         raise
     if not getattr(model, "feature_info", None):
         raise UserError(f"teacher.model: {name!r} has no feature_info; choose a timm CNN")
+    if small_input:
+        drop_stem_downsampling(model, name)
     return model
+
+
+def drop_stem_downsampling(model: nn.Module, name: str) -> None:
+    """Remove the first 2x downsampling of `model`'s stem, in place: a top-level max-pool
+    (ResNets) becomes an identity, else the first strided convolution gets stride 1.
+
+    ImageNet stems shrink their input 4x before the first stage: a 28 px image reaches a
+    ResNet's last stage as 1x1. Parameters are unchanged, so weights load either way.
+    """
+    pool = getattr(model, "maxpool", None)
+    if isinstance(pool, nn.MaxPool2d | nn.AvgPool2d):
+        model.maxpool = nn.Identity()
+        return
+    strided = (m for m in model.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1))
+    conv = next(strided, None)
+    if conv is None or conv.stride != (2, 2):
+        found = "no strided convolution" if conv is None else f"a first stride of {conv.stride}"
+        raise UserError(
+            f"teacher.small_input: {name!r} has {found}; it works for stems that downsample "
+            "by 2 with a max-pool (ResNets) or a stride-2 convolution (MobileNets, EfficientNets)"
+        )
+    conv.stride = (1, 1)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:

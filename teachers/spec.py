@@ -20,6 +20,12 @@ class TeacherConfig(BaseModel):
         "another class count is replaced and the model fine-tuned for `epochs`",
     )
     pretrained: bool = Field(default=False, description="start from timm hub weights (online)")
+    small_input: bool = Field(
+        default=False,
+        description="for images of about 32 px or less: drop the stem's first 2x downsampling "
+        "(a ResNet's max-pool, else the stride of the first strided convolution), so every "
+        "stage sees twice the rows and columns; about 4x the compute",
+    )
     epochs: Annotated[
         int, Field(ge=0, le=1000, description="training epochs; 0 with a checkpoint")
     ] = 30

@@ -70,3 +70,22 @@ def test_fit_trains_on_the_subset_it_is_given_only():
         indices=subset,
     )
     assert sorted(seen) == sorted(subset.tolist() * 3)
+
+
+@pytest.mark.parametrize("amp", [True, False])
+def test_fit_trains_channels_last_under_bf16_where_native_and_returns_the_default_order(
+    amp, monkeypatch
+):
+    monkeypatch.setattr("automl.training.bf16_autocast", lambda device: True)  # any CPU can
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.Flatten(), nn.Linear(4 * 2 * 2, 2))
+    seen = []
+    model[0].register_forward_hook(
+        lambda m, args, out: seen.append(
+            (args[0].is_contiguous(memory_format=torch.channels_last), out.dtype)
+        )
+    )
+    train = Split(torch.randn(12, 2, 4, 4), torch.randint(0, 2, (12,)))
+    loss = lambda logits, batch: {"loss": F.cross_entropy(logits, batch.y)}  # noqa: E731
+    fit(model, train, loss, FitSettings(1, 1e-3, 0.0, 4, amp), torch.device("cpu"), 0)
+    assert seen == [(True, torch.bfloat16 if amp else torch.float32)] * 3
+    assert model[0].weight.is_contiguous() and model[0].weight.dtype == torch.float32

@@ -75,8 +75,14 @@ class SearchRun:
                 "is incomplete; search again or restore models/)"
             )
         try:
+            teacher = self.config.teacher
             return load_student(
-                path, self.config.teacher.model, data.in_chans, data.num_classes, data.image_size
+                path,
+                teacher.model,
+                data.in_chans,
+                data.num_classes,
+                data.image_size,
+                teacher.small_input,
             )
         except Exception as exc:
             raise UserError(

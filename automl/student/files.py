@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from safetensors.torch import load_file, save
 from torch import nn
@@ -19,6 +18,7 @@ from torch import nn
 from automl.stages import find_stages
 from automl.student.build import restore_structure
 from search_spaces import Architecture
+from teachers.load import create_teacher
 
 
 def student_bytes(model: nn.Module, arch: Architecture) -> bytes:
@@ -41,12 +41,19 @@ def save_student(path: Path, model: nn.Module, arch: Architecture, meta: dict[st
 
 
 def load_student(
-    path: Path, teacher_name: str, in_chans: int, num_classes: int, image_size: tuple[int, int]
+    path: Path,
+    teacher_name: str,
+    in_chans: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    small_input: bool = False,
 ) -> tuple[nn.Module, Architecture]:
-    """Rebuild the student stored at `path` (written by save_student); eval mode, CPU."""
+    """Rebuild the student stored at `path` (written by save_student) from a teacher made by
+    `create_teacher(teacher_name, in_chans, num_classes, small_input=small_input)`; eval
+    mode, CPU."""
     state = load_file(str(path))
     arch = Architecture.model_validate_json(_metadata(path)["architecture"])
-    model = timm.create_model(teacher_name, in_chans=in_chans, num_classes=num_classes)
+    model = create_teacher(teacher_name, in_chans, num_classes, small_input=small_input)
     stages = find_stages(model, torch.zeros(1, in_chans, *image_size))
     restore_structure(model, stages, arch)
     resize_to_state(model, state)

@@ -7,20 +7,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import timm
+import pytest
 import torch
 from safetensors import safe_open
 
 from automl.stages import find_stages
 from automl.student.build import build_student, fold
 from automl.student.files import load_student, save_student
+from teachers.load import create_teacher
 from tests.conftest import make_arch
 
 LEGACY = Path(__file__).resolve().parent.parent / "fixtures" / "legacy_run_v1"
 
 
-def test_file_holds_weights_architecture_and_card(tmp_path):
-    teacher = timm.create_model("resnet18", in_chans=1, num_classes=10).eval()
+@pytest.mark.parametrize("small_input", [False, True])
+def test_file_holds_weights_architecture_and_card(tmp_path, small_input):
+    teacher = create_teacher("resnet18", 1, 10, small_input=small_input).eval()
     x = torch.randn(4, 1, 16, 16)
     stages = find_stages(teacher, x[:1])
     arch = make_arch([0.5] * 4, [1, 2, 1, 2], [6] * 4)
@@ -32,7 +34,7 @@ def test_file_holds_weights_architecture_and_card(tmp_path):
         assert json.loads(fh.metadata()["architecture"])["techniques"] == list(arch.techniques)
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["trial"] == 3 and card["architecture"]["stages"][1]["blocks"] == 2
-    loaded, loaded_arch = load_student(path, "resnet18", 1, 10, (16, 16))
+    loaded, loaded_arch = load_student(path, "resnet18", 1, 10, (16, 16), small_input)
     assert loaded_arch == arch and len(loaded.layer1) == 1
     with torch.no_grad():
         assert torch.allclose(loaded(x), student(x), atol=1e-5)

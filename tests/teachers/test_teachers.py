@@ -26,6 +26,8 @@ def test_a_short_recipe_trains_an_accurate_teacher(tiny):
     teacher, data = tiny.teacher, tiny.data
     assert teacher.card.test_accuracy >= 0.95 and teacher.card.val_accuracy >= 0.95
     assert teacher.train_logits.shape == (len(data.train), 10)
+    state = teacher.model.state_dict().items()
+    assert not [k for k, v in state if v.is_floating_point() and not v.isfinite().all()]
 
 
 def test_cached_teacher_is_reused_without_training(tiny):
@@ -45,6 +47,7 @@ def test_the_cache_keeps_one_teacher_per_fingerprint(tiny, tmp_path):
     base = fingerprint(config.teacher, data)
     assert fingerprint(config.teacher.model_copy(update={"epochs": 3}), data) != base
     assert fingerprint(config.teacher.model_copy(update={"seed": 1}), data) != base
+    assert fingerprint(config.teacher.model_copy(update={"small_input": True}), data) != base
     flipped = dataclasses.replace(data, augment=AugmentConfig(flip=True))
     assert fingerprint(config.teacher, flipped) != base
     other_split = load_data(config.data.model_copy(update={"split_seed": 1}))
@@ -80,6 +83,31 @@ def test_user_checkpoint_is_loaded_not_retrained(tiny, tmp_path, suffix):
     loaded = get_teacher(spec, data, torch.device("cpu"))
     assert loaded.card.source == f"checkpoint:{path}"
     assert loaded.card.val_accuracy == pytest.approx(teacher.card.val_accuracy)
+
+
+def test_small_input_drops_the_stems_first_downsampling_and_keeps_the_parameters():
+    x = torch.randn(2, 1, 28, 28)
+    for name in ("resnet18", "mobilenetv3_small_050"):  # a max-pool, a stride-2 convolution
+        plain = create_teacher(name, 1, 10).eval()
+        small = create_teacher(name, 1, 10, small_input=True).eval()
+        small.load_state_dict(plain.state_dict())
+        with torch.no_grad():
+            a, b = plain.forward_features(x), small.forward_features(x)
+        assert b.shape[-2:] == (2 * a.shape[-2], 2 * a.shape[-1]), name
+    with pytest.raises(UserError, match=r"'convnext_atto' has a first stride of \(4, 4\)"):
+        create_teacher("convnext_atto", 1, 10, small_input=True)
+
+
+def test_a_small_input_teacher_comes_back_from_the_cache_with_its_stem(tiny, tmp_path):
+    spec = tiny.config.teacher.model_copy(
+        update={"cache_dir": tmp_path, "epochs": 1, "small_input": True}
+    )
+    first = get_teacher(spec, tiny.data, torch.device("cpu"))
+    again = get_teacher(spec, tiny.data, torch.device("cpu"))
+    assert again.card.recipe["small_input"] is True
+    x = tiny.data.example_input(4)
+    with torch.no_grad():
+        assert torch.allclose(again.model(x), first.model(x), atol=1e-5)
 
 
 def test_bad_checkpoints_and_names_are_user_errors(tiny, tmp_path):
