@@ -8,14 +8,15 @@ size of Fashion-MNIST, for each stem (ImageNet; `teacher.small_input`), memory o
 (contiguous; channels-last, what `fit` uses) and precision (float32; bfloat16 autocast),
 interleaved, and prints the median step and the implied seconds per epoch of 54,000 images.
 Part 2 trains the tests' digits teacher (resnet18, 16 px, 6 epochs) through `fit` in float32
-and under bfloat16 autocast and counts non-finite weights: the reason `fit` autocasts on CUDA
-only (`automl.training.bf16_autocast`).
+and under bfloat16 autocast, each in a fresh process, and counts non-finite weights: the reason
+`fit` autocasts on CUDA only (`automl.training.bf16_autocast`).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def step_times(steps: int, batch: int) -> None:
         )
 
 
-def finite_check() -> None:
+def finite_check(precision: str) -> str:
+    """One training of the digits teacher in this process; its table row."""
     import torch
 
     from automl import training
@@ -79,36 +81,52 @@ def finite_check() -> None:
     from automl.training import FitSettings, cross_entropy_loss, fit
     from teachers.load import create_teacher
 
+    amp = precision == "bfloat16"
     data = load_data(DigitsConfig(image_size=16))
-    print("\n| digits teacher, 16 px, 6 epochs | non-finite weights | tensors holding them | s |")
-    print("|---|---|---|---|")
-    for amp in (False, True):
-        torch.manual_seed(0)
-        model = create_teacher("resnet18", data.in_chans, data.num_classes)
-        start = time.perf_counter()
-        training.bf16_autocast = lambda device, amp=amp: amp  # as if the CPU autocast
-        settings = FitSettings(6, 3e-3, 5e-4, 64, amp=True)
-        fit(model, data.train, cross_entropy_loss, settings, torch.device("cpu"), 0)
-        seconds = time.perf_counter() - start
-        bad = {
-            k: int((~v.isfinite()).sum())
-            for k, v in model.state_dict().items()
-            if v.is_floating_point() and not v.isfinite().all()
-        }
-        print(
-            f"| {'bfloat16' if amp else 'float32'} | {sum(bad.values())} | "
-            f"{', '.join(bad) or '-'} | {seconds:.1f} |",
-            flush=True,
-        )
+    torch.manual_seed(0)
+    model = create_teacher("resnet18", data.in_chans, data.num_classes)
+    training.bf16_autocast = lambda device: amp  # as if fit autocast on the CPU
+    start = time.perf_counter()
+    fit(
+        model,
+        data.train,
+        cross_entropy_loss,
+        FitSettings(6, 3e-3, 5e-4, 64),
+        torch.device("cpu"),
+        0,
+    )
+    seconds = time.perf_counter() - start
+    bad = {
+        k: int((~v.isfinite()).sum())
+        for k, v in model.state_dict().items()
+        if v.is_floating_point() and not v.isfinite().all()
+    }
+    return f"| {precision} | {sum(bad.values())} | {', '.join(bad) or '-'} | {seconds:.1f} |"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per precision")
+    parser.add_argument("--finite", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.steps < 3:
+        parser.error("--steps: at least 3 (the first 2 are not timed)")
+    if args.finite:  # one fresh process: the failure depends on what the process ran before
+        print(finite_check(args.finite))
+        return 0
     step_times(args.steps, args.batch)
-    finite_check()
+    print(
+        "\n| digits teacher, 16 px, 6 epochs, a fresh process each | non-finite weights "
+        "| tensors holding them | s |\n|---|---|---|---|",
+        flush=True,
+    )
+    for _ in range(args.rounds):
+        for precision in ("bfloat16", "float32"):
+            run = [sys.executable, __file__, "--finite", precision]
+            out = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+            print(out.strip().splitlines()[-1], flush=True)
     return 0
 
 
