@@ -75,7 +75,7 @@ def bf16_autocast(device: torch.device) -> bool:
     Not on CPUs, even those with AVX512-BF16: there torch 2.15's bfloat16 convolution
     backward wrote NaN into the weights of a stride-2 convolution whose kernel overhangs its
     input (resnet18's layer4 on 16 px digits), while float32 stayed finite (BENCHMARKS.md,
-    bfloat16 on the CPU).
+    Training on the CPU).
     """
     return device.type == "cuda"
 
