@@ -151,7 +151,12 @@ class DataBundle:
         return -mean / torch.tensor(self.preprocess["std"], dtype=torch.float32)
 
     def example_input(self, batch_size: int = 1) -> torch.Tensor:
-        return self.train.images(torch.arange(min(batch_size, len(self.train)))).clone()
+        return head(self.train, batch_size)
+
+
+def head(split: Images, n: int) -> torch.Tensor:
+    """The first `n` inputs of `split` (all of them when it holds fewer), a new tensor."""
+    return split.images(torch.arange(min(n, len(split))))
 
 
 def stratified_indices(

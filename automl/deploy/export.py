@@ -20,6 +20,7 @@ import torch
 
 from automl.compress import DeployForm, get_technique
 from automl.data import DataBundle
+from automl.data.bundle import head
 from automl.deploy.check import DeployedOnnx, deploy_onnx
 from automl.deploy.onnx import INPUT_NAME, OUTPUT_NAME, session
 from automl.deploy.remeasure import MeasureSettings
@@ -69,7 +70,7 @@ def export_trial(
         latency = _latency(
             dep.path,
             fp32 if fp32.exists() else None,
-            data.test.images(torch.arange(min(max(settings.batch_sizes), len(data.test)))),
+            head(data.test, max(settings.batch_sizes)),
             settings,
         )
         shutil.copyfile(run.run_dir.path / member.weights, stage / "model.safetensors")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from automl.data.bundle import head
 from automl.deploy.check import DeployedOnnx, ExportCheckFailed, deploy_onnx
 from automl.deploy.onnx import INPUT_NAME, session
 from automl.measure import batch_of, interleaved_latency_ms, torch_threads
@@ -88,7 +89,7 @@ def remeasure(
     runners: dict[str, Callable[[], object]] = {}
     for key, model in models.items():
         for b in settings.batch_sizes:
-            x = batch_of(data.test.images(torch.arange(min(b, len(data.test)))), b)
+            x = batch_of(head(data.test, b), b)
             runners[f"{key}|torch|{b}"] = lambda model=model, x=x: model(x)
             dep = deployed[key]
             if isinstance(dep, DeployedOnnx):
