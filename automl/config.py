@@ -103,6 +103,13 @@ class SearchConfig(Strict):
         description="after a proxy search (training.train_subset or final_epochs), retrain "
         "the front at full fidelity",
     )
+    enqueue: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="architectures to evaluate before the sampler's own, e.g. the space's "
+        "smallest corner: each fixes some dimensions (a per-stage one: a value for every "
+        "stage, a list of one per stage, or low/high for a range's ends) and the sampler draws "
+        "the rest; each start queues those the study has not seen",
+    )
 
 
 class RayConfig(Strict):
@@ -158,6 +165,19 @@ class ExperimentConfig(Strict):
                     "is a module on the Python path, e.g. my_techniques for my_techniques.py"
                 ) from None
         return raw
+
+    @model_validator(mode="after")
+    def _enqueue_names_dimensions(self) -> ExperimentConfig:
+        """Values are checked per stage once the teacher's stages are known (run_search)."""
+        names = [*self.search_space.dimensions, "kd_temperature", "kd_alpha"]
+        for i, entry in enumerate(self.search.enqueue):
+            unknown = [k for k in entry if k not in names]
+            if unknown:
+                raise ValueError(
+                    f"search.enqueue.{i}: {', '.join(unknown)} is no dimension of the search "
+                    f"space; allowed: {', '.join(names)}"
+                )
+        return self
 
     @property
     def run_dir(self) -> Path:

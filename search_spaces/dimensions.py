@@ -33,6 +33,11 @@ PROBE_LIMIT = 1000
 class _Dim(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    @property
+    def is_fixed(self) -> bool:
+        """`sample` asks the suggester nothing: the dimension has one value."""
+        return False
+
     def probe(self) -> list[Any]:
         """The values a space is checked with: every value of a short range or list, the ends
         (and the first step) of a long one."""
@@ -65,6 +70,16 @@ class FloatDim(_Dim):
 
     def sample(self, name: str, s: Suggester) -> float:
         return s.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not self.low <= value <= self.high:
+            return False
+        if self.step is None:
+            return True
+        steps = (value - self.low) / self.step
+        return abs(steps - round(steps)) < 1e-9
 
     def _values(self) -> Iterator[float]:
         if self.step is None:
@@ -105,6 +120,16 @@ class IntDim(_Dim):
             return self.low
         return s.suggest_int(name, self.low, self.high, step=self.step)
 
+    @property
+    def is_fixed(self) -> bool:
+        return self.low is not None and self.low == self.high
+
+    def allows(self, value: Any) -> bool:
+        assert self.low is not None and self.high is not None, "bind the bounds first"
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return self.low <= value <= self.high and (value - self.low) % self.step == 0
+
     def _values(self) -> Iterator[int]:
         assert self.low is not None and self.high is not None, "bind the bounds first"
         yield from range(self.low, self.high + 1, self.step)
@@ -128,6 +153,13 @@ class ChoiceDim(_Dim):
             return self.values[0]
         return s.suggest_categorical(name, list(self.values))
 
+    @property
+    def is_fixed(self) -> bool:
+        return len(self.values) == 1
+
+    def allows(self, value: Any) -> bool:
+        return any(type(value) is type(v) and value == v for v in self.values)
+
     def _values(self) -> Iterator[Any]:
         yield from self.values
 
@@ -144,6 +176,13 @@ class FixedDim(_Dim):
 
     def sample(self, name: str, s: Suggester) -> Any:
         return self.value
+
+    @property
+    def is_fixed(self) -> bool:
+        return True
+
+    def allows(self, value: Any) -> bool:
+        return type(value) is type(self.value) and value == self.value
 
     def _values(self) -> Iterator[Any]:
         yield self.value

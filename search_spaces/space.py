@@ -18,6 +18,7 @@ default techniques draw what they drew then.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import (
@@ -196,6 +197,38 @@ class BoundSearchSpace:
             kd_alpha=c.kd_alpha.sample("kd_alpha", s),
         )
 
+    def fixed_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The Optuna parameters that fix some dimensions at `values`, for an enqueued trial (the
+        sampler draws the rest). A per-stage field takes one value for every stage or a list of
+        one per stage; `low` and `high` name a numeric dimension's ends, in each stage. Fixed
+        dimensions are checked and left out, as `sample` never asks for them. Raises ValueError
+        naming the field, the stage and what the dimension allows."""
+        owners = {f: t for t in self.techniques for f in t.stage_fields()}
+        recipe = {"kd_temperature": self.config.kd_temperature, "kd_alpha": self.config.kd_alpha}
+        named = {**self.global_dims, **recipe}
+        params: dict[str, Any] = {}
+        for field, value in values.items():
+            if field in named:
+                _fix(params, field, named[field], value, field)
+            elif field in owners:
+                n = len(self.stages)
+                if isinstance(value, list) and len(value) != n:
+                    raise ValueError(
+                        f"{field}: the teacher has {n} stages, the list has {len(value)}"
+                    )
+                per_stage = value if isinstance(value, list) else [value] * n
+                shared = self.config.shared_stages and owners[field].shareable(field)
+                if shared and len({repr(v) for v in per_stage}) > 1:
+                    raise ValueError(f"{field}: the stages share one value (shared_stages)")
+                for i, (v, dims) in enumerate(zip(per_stage, self.stage_dims, strict=True)):
+                    where = f"{field} (stage {i}, {self.stages[i].name})"
+                    name = f"all.{field}" if shared else f"stage{i}.{field}"
+                    _fix(params, name, dims[field], v, where)
+            else:
+                allowed = ", ".join([*owners, *named])
+                raise ValueError(f"{field}: no dimension of the search space; allowed: {allowed}")
+        return params
+
     def describe(self) -> list[dict[str, Any]]:
         """One row per stage: its name, channels and reduction, and what each per-stage
         dimension allows there; for run.json and the `teacher` command."""
@@ -208,6 +241,18 @@ class BoundSearchSpace:
             }
             for stage, dims in zip(self.stages, self.stage_dims, strict=True)
         ]
+
+
+def _fix(params: dict[str, Any], name: str, dim: Any, value: Any, where: str) -> None:
+    """Record `value` of `dim` under the Optuna parameter `name`, checked against `dim`."""
+    if value in ("low", "high") and isinstance(dim, IntDim | FloatDim):
+        value = dim.low if value == "low" else dim._last()
+    if isinstance(dim, FloatDim) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not dim.allows(value):
+        raise ValueError(f"{where}: {value!r} is not allowed; the dimension is {dim.describe()}")
+    if not dim.is_fixed:
+        params[name] = value
 
 
 def _per_stage(dim: Any, n: int, field: str) -> list[Any]:

@@ -87,16 +87,21 @@ def tiny_config(tiny) -> ExperimentConfig:
     return tiny.config
 
 
+# searched_run's first trial: the space's smallest corner, 6-bit
+ENQUEUED = {"blocks": "low", "channel_keep": "low", "bits": 6}
+
+
 @pytest.fixture(scope="session")
 def searched_run(tiny, teacher_cache, tmp_path_factory) -> Path:
-    """A finished tiny search (4 students, 2 distillation epochs each), before `report`. Weights
-    stay at 8 bits or below, so every front model deploys as int8."""
+    """A finished tiny search (4 students, 2 distillation epochs each, the first one ENQUEUED),
+    before `report`. Weights stay at 8 bits or below, so every front model deploys as int8."""
     from automl.run.search import run_search
 
     out = tmp_path_factory.mktemp("searched") / "tiny"
     raw = tiny_raw(teacher_cache, out, budget=4)
     raw["training"]["epochs"] = 2
     raw["search_space"] = {"bits": {"type": "choice", "values": [6, 8]}}
+    raw["search"]["enqueue"] = [ENQUEUED]
     run_search(validate_config(raw, "test"))
     return out
 

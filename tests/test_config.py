@@ -81,6 +81,10 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
         ),
         ({"search_space": {"bitz": 3}}, "search_space.bitz: unknown key; allowed: bits, blocks"),
         ({"plugins": ["no.such.module"]}, "plugins: cannot import 'no.such.module'"),
+        (
+            {"search": {"enqueue": [{"blocks": "low"}, {"chanel_keep": 0.5}]}},
+            "search.enqueue.1: chanel_keep is no dimension of the search space; allowed: blocks",
+        ),
     ],
 )
 def test_bad_values_name_the_field(raw, needle):

@@ -75,6 +75,25 @@ def fail_interrupted(study: optuna.Study) -> None:
         study.tell(t.number, state=TrialState.FAIL)
 
 
+def enqueue(study: optuna.Study, fixed: list[dict[str, Any]]) -> int:
+    """Queue a trial for each set of fixed parameters that no trial has been given yet, except
+    failed ones (an interrupted trial is queued again). Both controllers' `study.ask()` takes
+    queued trials first, in order. Returns how many were queued."""
+    fail_interrupted(study)
+    seen = [
+        t.system_attrs.get("fixed_params")
+        for t in study.get_trials(deepcopy=False)
+        if t.state != TrialState.FAIL
+    ]
+    queued = 0
+    for params in fixed:
+        if params not in seen:
+            study.enqueue_trial(params)
+            seen.append(params)
+            queued += 1
+    return queued
+
+
 def records(study: optuna.Study) -> list[TrialRecord]:
     """Every trial of the study, by number."""
     return [_record(t) for t in study.get_trials(deepcopy=False)]

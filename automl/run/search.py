@@ -10,6 +10,7 @@ import torch
 
 from automl.config import ExperimentConfig, validate_config
 from automl.controllers import create_controller
+from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
@@ -30,7 +31,7 @@ from automl.run.progress import make_progress
 from automl.run.report import build_report, report_title, trial_points
 from automl.student.files import write_student
 from automl.trial import TrialRecord, TrialResult
-from search_spaces import Architecture
+from search_spaces import Architecture, BoundSearchSpace
 
 
 @dataclass
@@ -116,6 +117,7 @@ def run_search(
         space = config.search_space.bind(stages)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    queued = [_fixed_params(space, i, entry) for i, entry in enumerate(config.search.enqueue)]
     figures = teacher_figures(exp)
     sessions = run_dir.read_run().sessions if resume else []
     run_dir.create()
@@ -156,6 +158,7 @@ def run_search(
         run_dir.prune_weights(on_front)
         return [r for r in records if r.number in on_front]
 
+    studies.enqueue(studies.open_study(run_dir.study(config.name)), queued)
     setup_seconds = time.perf_counter() - wall_start
     times = controller.run(on_complete, on_records, progress or make_progress())
     records = controller.records()
@@ -181,6 +184,13 @@ def run_search(
         doc.sessions[-1].controller_overhead_fraction,
         pareto.finalized,
     )
+
+
+def _fixed_params(space: BoundSearchSpace, i: int, entry: dict[str, object]) -> dict[str, object]:
+    try:
+        return space.fixed_params(entry)
+    except ValueError as exc:
+        raise UserError(f"search.enqueue.{i}: {exc}") from None
 
 
 def _session(times: ControllerTimes, wall: float, setup: float, teacher: float) -> Session:

@@ -11,6 +11,7 @@ from automl.controllers.study import (
     FailureBudget,
     SearchFailed,
     StudyRef,
+    enqueue,
     fail_interrupted,
     open_study,
     records,
@@ -73,3 +74,17 @@ def test_study_directions_follow_the_objectives(tmp_path):
 
     study = open_study(StudyRef(tmp_path / "db.db", "s", tmp_path))
     assert [d.name.lower() for d in study.directions] == [o.direction for o in OBJECTIVES]
+
+
+def test_enqueue_queues_each_set_once_and_again_after_an_interruption(tmp_path):
+    ref = StudyRef(tmp_path / "study.db", "s", tmp_path)
+    small, big = {"stage0.blocks": 1}, {"stage0.blocks": 2}
+    assert enqueue(open_study(ref), [small, big]) == 2
+    assert enqueue(open_study(ref), [small, big]) == 0  # waiting already
+    study = open_study(ref)
+    assert study.ask().suggest_int("stage0.blocks", 1, 2) == 1  # queued trials come first
+    # that trial was left running by a killed process: the next start queues it again
+    assert enqueue(open_study(ref), [small, big]) == 1
+    study = open_study(ref)
+    assert [study.ask().suggest_int("stage0.blocks", 1, 2) for _ in range(2)] == [2, 1]
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]

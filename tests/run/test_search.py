@@ -17,7 +17,7 @@ from automl.objectives import REFERENCE_POINT
 from automl.pareto import hypervolume
 from automl.run.documents import ParetoDocument, front_points, read_document
 from automl.run.search import resume_config, run_search
-from tests.conftest import tiny_raw
+from tests.conftest import ENQUEUED, tiny_raw
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,20 @@ def test_a_copied_run_resumes_where_it_is(finished_run, tmp_path):
 def test_resume_needs_a_run(tmp_path):
     with pytest.raises(UserError, match="no run to resume"):
         resume_config(tmp_path / "none")
+
+
+def test_the_enqueued_corner_is_the_first_trial(searched_run):
+    config = json.loads((searched_run / "run.json").read_text())["config"]
+    assert config["search"]["enqueue"] == [ENQUEUED]
+    first = next(csv.DictReader((searched_run / "trials.csv").open()))
+    assert first["number"] == "0" and first["state"] == "COMPLETE"
+    for i in range(4):
+        assert (first[f"stage{i}.blocks"], first[f"stage{i}.channel_keep"]) == ("1", "0.25")
+        assert first[f"stage{i}.bits"] == "6"
+
+
+def test_an_enqueued_value_outside_a_stage_is_named(tiny, teacher_cache, tmp_path):
+    raw = tiny_raw(teacher_cache, tmp_path / "run", enqueue=[{"bits": 8}, {"blocks": [1, 1, 1, 3]}])
+    with pytest.raises(UserError, match=r"search.enqueue.1: blocks \(stage 3, layer4\): 3 is"):
+        run_search(validate_config(raw, "test"))
+    assert not (tmp_path / "run" / "study.db").exists()

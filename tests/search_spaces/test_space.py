@@ -119,6 +119,53 @@ def test_binding_checks_each_stage_against_the_teacher():
         create_search_space(bits=[8, 8]).bind(stages)
 
 
+def test_an_enqueued_trial_samples_the_fixed_values_and_draws_the_rest():
+    stages = find_stages(TEACHERS["resnet18"], X[:1])
+    space = create_search_space(bits=[8, 8, {"type": "choice", "values": [4, 8]}, 4]).bind(stages)
+    fixed = space.fixed_params(
+        {
+            "blocks": "low",
+            "channel_keep": [0.25, 1, "high", "low"],
+            "bits": [8, 8, 4, 4],
+            "kd_alpha": "high",
+        }
+    )
+    assert fixed["stage0.blocks"] == 1 and fixed["stage3.channel_keep"] == 0.25
+    assert fixed["stage1.channel_keep"] == fixed["stage2.channel_keep"] == 1.0
+    assert "stage0.bits" not in fixed and fixed["stage2.bits"] == 4  # fixed dims are not asked
+    study = optuna.create_study()
+    study.enqueue_trial(fixed)
+    trial = study.ask()
+    arch = space.sample(trial)
+    assert [s["blocks"] for s in arch.stages] == [1, 1, 1, 1] and arch.kd_alpha == 1.0
+    assert [s["channel_keep"] for s in arch.stages] == [0.25, 1.0, 1.0, 0.25]
+    assert [s["bits"] for s in arch.stages] == [8, 8, 4, 4]
+    assert set(trial.params) - set(fixed) == {"criterion", "kd_temperature"}  # drawn
+
+    shared = create_search_space("uniform").bind(stages)
+    assert shared.fixed_params({"channel_keep": 0.5}) == {"all.channel_keep": 0.5}
+    with pytest.raises(ValueError, match="the stages share one value"):
+        shared.fixed_params({"channel_keep": [0.5, 0.5, 0.25, 0.5]})
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"blocks": 3}, r"blocks \(stage 0, layer1\): 3 is not allowed; the dimension is 1..2"),
+        ({"channel_keep": 0.3}, "0.3 is not allowed; the dimension is 0.25..1 step 0.125"),
+        ({"bits": 5}, "5 is not allowed; the dimension is 4|6|8|32"),
+        ({"bits": [8, 8]}, "the teacher has 4 stages, the list has 2"),
+        ({"criterion": "hessian"}, "criterion: 'hessian' is not allowed"),
+        ({"stem_head_bits": 4}, "stem_head_bits: 4 is not allowed; the dimension is 8"),
+        ({"width": 2}, "width: no dimension of the search space; allowed: channel_keep, blocks,"),
+    ],
+)
+def test_enqueued_values_outside_the_space_name_the_field(values, needle):
+    space = create_search_space().bind(find_stages(TEACHERS["resnet18"], X[:1]))
+    with pytest.raises(ValueError, match=needle):
+        space.fixed_params(values)
+
+
 def test_checks_of_a_huge_range_stay_cheap():
     # A range of three billion values is checked at its ends, not enumerated.
     stages = find_stages(TEACHERS["resnet18"], X[:1])
