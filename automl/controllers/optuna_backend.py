@@ -35,7 +35,7 @@ class OptunaController(Controller):
         budget = self.config.search.budget
         completed = studies.count(study, TrialState.COMPLETE)
         failures = studies.FailureBudget(
-            self.config.search.max_failed_trials, studies.count(study, TrialState.FAIL)
+            self.config.search.max_failed_trials, studies.failed(study)
         )
         trial_seconds = 0.0
         progress.start(budget, completed)

@@ -164,7 +164,7 @@ class BudgetSearcher(Searcher):
         trials = studies.records(controller.study)
         self.completed = sum(r.state == "COMPLETE" for r in trials)
         self.failures = studies.FailureBudget(
-            controller.config.search.max_failed_trials, sum(r.state == "FAIL" for r in trials)
+            controller.config.search.max_failed_trials, studies.failed(controller.study)
         )
         self.pending: dict[str, dict[str, Any]] = {}
 

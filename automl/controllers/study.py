@@ -7,6 +7,8 @@ what is done.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,24 @@ def open_study(ref: StudyRef, storage: optuna.storages.RDBStorage | None = None)
     )
 
 
+def study_problem(ref: StudyRef) -> str | None:
+    """Why the study file at `ref` cannot be resumed (missing, not SQLite, damaged, or without
+    this study), or None when it can. Reads only."""
+    if not ref.db_path.is_file():
+        return f"{ref.db_path} is missing"
+    try:
+        with closing(sqlite3.connect(f"file:{ref.db_path.resolve()}?mode=ro", uri=True)) as con:
+            check = con.execute("PRAGMA quick_check").fetchone()[0]
+            names = {n for (n,) in con.execute("SELECT study_name FROM studies")}
+    except sqlite3.DatabaseError as exc:
+        return f"{ref.db_path} cannot be read as an Optuna study ({exc})"
+    if check != "ok":
+        return f"{ref.db_path} is damaged (SQLite's quick_check: {check})"
+    if ref.name not in names:
+        return f"{ref.db_path} holds no study named {ref.name!r} (it holds {sorted(names)})"
+    return None
+
+
 def resumed_seed(study: optuna.Study, seed: int) -> int:
     """Seed + trials so far: a resumed run samples from a stream of its own instead of
     repeating the first run's samples."""
@@ -67,6 +87,14 @@ def resumed_seed(study: optuna.Study, seed: int) -> int:
 
 def count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def failed(study: optuna.Study) -> int:
+    """Trials that failed with a reason; those a killed process left (`fail_interrupted`) do not
+    count toward `search.max_failed_trials`."""
+    return sum(
+        "error" in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
 
 
 def fail_interrupted(study: optuna.Study) -> None:

@@ -93,13 +93,23 @@ def resume_config(
 
 
 def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
-    """The run directory, checked: a new search never writes over an existing run."""
+    """The run directory, checked: a new search never writes over an existing run, and a
+    resumed one needs its study, unless no trial of it ever ended (a search killed before its
+    first trial has nothing to lose)."""
     run_dir = RunDir(config.run_dir)
     if not resume and (run_dir.run_json.exists() or run_dir.study_db.exists()):
         raise UserError(
             f"run directory {run_dir.path} already holds a run; continue it with --resume, "
             "or choose another --name or --out"
         )
+    if resume and (run_dir.study_db.exists() or run_dir.trials_csv.exists()):
+        problem = studies.study_problem(run_dir.study(config.name))
+        if problem is not None:
+            raise UserError(
+                f"--resume: {problem}; the run's trials are recorded there, so it cannot be "
+                f"continued. Its results stay readable (trials.csv, pareto.json); start a new "
+                "search with another --name or --out"
+            )
     return run_dir
 
 
@@ -118,8 +128,9 @@ def run_search(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     queued = [_fixed_params(space, i, entry) for i, entry in enumerate(config.search.enqueue)]
-    figures = teacher_figures(exp)
-    sessions = run_dir.read_run().sessions if resume else []
+    previous = run_dir.read_run() if resume else None
+    figures = _run_teacher(exp, previous)
+    sessions = previous.sessions if previous else []
     run_dir.create()
     doc = RunDocument(
         config=config,
@@ -160,7 +171,14 @@ def run_search(
 
     studies.enqueue(studies.open_study(run_dir.study(config.name)), queued)
     setup_seconds = time.perf_counter() - wall_start
-    times = controller.run(on_complete, on_records, progress or make_progress())
+    try:
+        times = controller.run(on_complete, on_records, progress or make_progress())
+    except studies.SearchFailed as exc:
+        on_records(controller.records())
+        raise UserError(
+            f"{exc}. The trials so far are kept in {run_dir.path}: remove the cause, then "
+            "--resume (or raise search.max_failed_trials)"
+        ) from None
     records = controller.records()
     on_records(records)
     pareto = pareto_document(records, figures, run_dir.weights_name)
@@ -184,6 +202,15 @@ def run_search(
         doc.sessions[-1].controller_overhead_fraction,
         pareto.finalized,
     )
+
+
+def _run_teacher(exp: Experiment, previous: RunDocument | None) -> TeacherFigures:
+    """A resumed run keeps its own teacher figures: re-measuring the latency at each start
+    would move the normalised objectives and the hypervolume of the trials already done
+    (`report` re-measures everything together). Measured anew when the teacher changed."""
+    if previous is not None and previous.teacher.fingerprint == exp.teacher.card.fingerprint:
+        return previous.teacher
+    return teacher_figures(exp)
 
 
 def _fixed_params(space: BoundSearchSpace, i: int, entry: dict[str, object]) -> dict[str, object]:

@@ -70,14 +70,22 @@ def test_budget_counts_completed_trials_and_failures_are_recorded(
     raw = tiny_raw(teacher_cache, run, budget=3)
     raw["plugins"] = ["tests.fault_technique"]
     raw["search_space"] = {"techniques": ["depth", "channels", "weight_quant", "fault"]}
+    raw["search"]["enqueue"] = [{"fault": "raise"}, {"fault": "nan", "blocks": "low"}]
     wait(start_search(write_config(tmp_path / "c.yaml", raw)))
     trials = rows(run)
     done = [r for r in trials if r["state"] == "COMPLETE"]
     failed = [r for r in trials if r["state"] == "FAIL"]
     assert len(done) == 3, [(r["state"], r["fault"]) for r in trials]
     assert all(r["fault"] == "none" for r in done)
-    assert any("RuntimeError: injected fault" in r["error"] for r in failed)
-    assert any("NonFiniteLoss" in r["error"] for r in failed)
+    # the queued trials come first, with their fixed values, through this controller
+    assert (trials[0]["state"], trials[0]["fault"]) == ("FAIL", "raise")
+    assert "RuntimeError: injected fault" in trials[0]["error"]
+    assert (trials[1]["state"], trials[1]["fault"], trials[1]["stage3.blocks"]) == (
+        "FAIL",
+        "nan",
+        "1",
+    )
+    assert "NonFiniteLoss" in trials[1]["error"]
     assert all(r["fault"] != "none" for r in failed)  # no other trial failed
     front = json.loads((run / "pareto.json").read_text())["front"]
     assert {m["trial"] for m in front} <= {int(r["number"]) for r in done}

@@ -4,6 +4,7 @@ of runs written before techniques were plugins), the failed-trial policy."""
 from __future__ import annotations
 
 import pytest
+from optuna.trial import TrialState
 
 from automl.controllers import CONTROLLERS, list_controllers
 from automl.controllers.study import (
@@ -13,9 +14,11 @@ from automl.controllers.study import (
     StudyRef,
     enqueue,
     fail_interrupted,
+    failed,
     open_study,
     records,
     resumed_seed,
+    study_problem,
 )
 from tests.conftest import ROOT, make_arch
 
@@ -44,6 +47,7 @@ def test_interrupted_trials_fail_with_their_reason_and_records_read_both_formats
     legacy.set_user_attr("architecture", arch.flat())
     study.ask()  # left running by a killed process
     fail_interrupted(open_study(ref))
+    assert failed(open_study(ref)) == 0  # interrupted ones do not count as failures
     found = records(open_study(ref))
     assert [r.state for r in found] == ["COMPLETE", "FAIL", "FAIL"]  # both left running
     assert found[0].architecture == arch and found[0].result.val_accuracy == 0.9
@@ -88,3 +92,19 @@ def test_enqueue_queues_each_set_once_and_again_after_an_interruption(tmp_path):
     study = open_study(ref)
     assert [study.ask().suggest_int("stage0.blocks", 1, 2) for _ in range(2)] == [2, 1]
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "RUNNING", "RUNNING"]
+
+
+def test_a_study_that_cannot_be_resumed_is_named_with_the_reason(tmp_path):
+    ref = StudyRef(tmp_path / "study.db", "s", tmp_path)
+    assert study_problem(ref) == f"{ref.db_path} is missing"
+    study = open_study(ref)
+    trial = study.ask()
+    trial.set_user_attr("error", "RuntimeError: boom")
+    study.tell(trial, state=TrialState.FAIL)
+    assert failed(study) == 1 and study_problem(ref) is None
+    assert "holds no study named 'other'" in study_problem(StudyRef(ref.db_path, "other", tmp_path))
+    data = ref.db_path.read_bytes()
+    ref.db_path.write_bytes(b"not a database" * 100)
+    assert "cannot be read as an Optuna study" in study_problem(ref)
+    ref.db_path.write_bytes(data[: len(data) // 2])  # truncated
+    assert study_problem(ref) is not None

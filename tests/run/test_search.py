@@ -75,11 +75,38 @@ def test_a_copied_run_resumes_where_it_is(finished_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     before = (out / "trials.csv").read_text()
+    teacher = json.loads((out / "run.json").read_text())["teacher"]
     summary = run_search(resume_config(copy, budget=6), resume=True)
     assert summary.run_dir == copy and summary.completed == 6
     assert (out / "trials.csv").read_text() == before  # the original is untouched
     doc = json.loads((copy / "run.json").read_text())
     assert len(doc["sessions"]) == 2 and doc["config"]["out"] == str(copy)
+    # the run's own teacher figures, not a new latency that would move every objective
+    assert doc["teacher"] == teacher
+    assert json.loads((copy / "pareto.json").read_text())["teacher"] == teacher
+
+
+def test_a_run_without_its_study_is_not_resumed(finished_run, tmp_path):
+    out, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "study.db").unlink()
+    before = (copy / "trials.csv").read_text()
+    with pytest.raises(UserError, match=r"--resume: .*study.db is missing; .* cannot be contin"):
+        run_search(resume_config(copy, budget=6), resume=True)
+    assert (copy / "trials.csv").read_text() == before and not (copy / "study.db").exists()
+
+
+def test_too_many_failures_keep_the_trials_and_say_what_to_do(tiny, teacher_cache, tmp_path):
+    raw = tiny_raw(teacher_cache, tmp_path / "run", max_failed_trials=0)
+    raw["plugins"] = ["tests.fault_technique"]
+    raw["search_space"] = {"techniques": ["depth", "channels", "weight_quant", "fault"]}
+    raw["search"]["enqueue"] = [{"fault": "none"}, {"fault": "raise"}]
+    with pytest.raises(UserError, match=r"1 trials failed .* kept in .*run: remove the cause"):
+        run_search(validate_config(raw, "test"))
+    rows = list(csv.DictReader((tmp_path / "run" / "trials.csv").open()))
+    assert [(r["state"], r["fault"]) for r in rows] == [("COMPLETE", "none"), ("FAIL", "raise")]
+    assert (tmp_path / "run" / "pareto.json").is_file()
 
 
 def test_resume_needs_a_run(tmp_path):
