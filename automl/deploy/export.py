@@ -9,6 +9,7 @@ card.json, card.md  metrics, teacher, data, `preprocess`, and the command that r
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import json
 import os
 import shutil
@@ -29,9 +30,11 @@ from automl.experiment import library_versions
 from automl.measure import batch_of, interleaved_latency_ms
 from automl.run.documents import FrontMember
 from automl.run.finished import SearchRun
+from automl.run.lock import run_lock
 from automl.student.build import deploy_form
 from search_spaces import Architecture
 
+OWNER = "owner"  # in a staging folder: the PID of the export writing it
 FILES = ("model.onnx", "model.safetensors", "architecture.json", "card.json", "card.md")
 
 
@@ -43,17 +46,54 @@ def check_out_dir(out: Path) -> None:
         )
 
 
+def remove_stale_staging(out: Path) -> list[Path]:
+    """Delete the staging folders of exports to `out` whose process died (a killed `pick`
+    leaves `.NAME.*` beside `out`, tens of MB); returns them. A folder whose `owner` file
+    names a live process is another export's, and stays."""
+    removed = []
+    for stage in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        if not stage.is_dir() or _alive(stage / OWNER):
+            continue
+        shutil.rmtree(stage, ignore_errors=True)
+        removed.append(stage)
+    return removed
+
+
+def _alive(owner: Path) -> bool:
+    try:
+        pid = int(owner.read_text())
+    except (OSError, ValueError):
+        return False  # written first thing, so a folder without it is a dead export's
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
 def export_trial(
     run: SearchRun, trial: int, out: Path, settings: MeasureSettings, command: str
 ) -> dict[str, Any]:
     """Write the export folder of front trial `trial` to `out` and return its card. The folder
-    appears whole or not at all (it is staged beside `out`, then renamed)."""
+    appears whole or not at all (it is staged beside `out`, then renamed). Holds the run's
+    lock."""
+    with run_lock(run.run_dir.path):
+        return _export(run, trial, out, settings, command)
+
+
+def _export(
+    run: SearchRun, trial: int, out: Path, settings: MeasureSettings, command: str
+) -> dict[str, Any]:
     check_out_dir(out)
     member = run.member(trial)
     data = run.load_data()
     model, arch = run.load_model(member, data)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(out)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        (Path(tmp) / OWNER).write_text(f"{os.getpid()}\n")
         stage = Path(tmp) / "export"
         stage.mkdir()
         fp32 = Path(tmp) / "fp32.onnx"

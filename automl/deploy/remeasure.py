@@ -38,6 +38,7 @@ from automl.run.documents import (
 )
 from automl.run.finished import SearchRun
 from automl.run.layout import trial_key
+from automl.run.lock import run_lock
 from automl.run.report import build_report, report_title
 from automl.student.build import deploy_form
 
@@ -208,10 +209,12 @@ def _knee(pareto: ParetoDocument) -> int | None:
 def rebuild_report(
     run: SearchRun, settings: MeasureSettings, say: Callable[[str], None] = log.info
 ) -> ParetoDocument:
-    """Re-measure the front, then rewrite pareto.json and report.html; returns the document."""
-    pareto = remeasure(run, settings, say)
-    run.run_dir.write_pareto(pareto)
-    page = build_report(pareto, run.run_dir.read_trial_points(), report_title(run.config.name))
-    write_atomic(run.run_dir.report_html, page)
+    """Re-measure the front, then rewrite pareto.json and report.html; returns the document.
+    Holds the run's lock."""
+    with run_lock(run.run_dir.path):
+        pareto = remeasure(run, settings, say)
+        run.run_dir.write_pareto(pareto)
+        page = build_report(pareto, run.run_dir.read_trial_points(), report_title(run.config.name))
+        write_atomic(run.run_dir.report_html, page)
     run.pareto = pareto
     return pareto

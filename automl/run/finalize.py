@@ -38,6 +38,7 @@ from automl.run.documents import (
 )
 from automl.run.finished import SearchRun
 from automl.run.layout import trial_key
+from automl.run.lock import run_lock
 from automl.run.report import build_report, report_title
 from automl.student.files import save_student
 from automl.trial import Scores, TrialRecord, TrialResult, run_trial
@@ -64,7 +65,12 @@ def finalize(
 ) -> ParetoDocument:
     """Retrain the proxy front at full fidelity, rewrite pareto.json and report.html, and
     return the new document. Retrained models already on disk are reused; `exp` is the
-    run's prepared experiment, when the caller has it."""
+    run's prepared experiment, when the caller has it. Holds the run's lock."""
+    with run_lock(run.run_dir.path):
+        return _finalize(run, say, exp)
+
+
+def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None) -> ParetoDocument:
     start = time.perf_counter()
     config, run_dir = run.config, run.run_dir
     candidates = _candidates(run)

@@ -27,6 +27,7 @@ from automl.run.documents import (
 from automl.run.finalize import finalize
 from automl.run.finished import open_search_run
 from automl.run.layout import RunDir
+from automl.run.lock import run_lock
 from automl.run.progress import make_progress
 from automl.run.report import build_report, report_title, trial_points
 from automl.student.files import write_student
@@ -117,9 +118,21 @@ def run_search(
     config: ExperimentConfig, resume: bool = False, progress: SearchProgress | None = None
 ) -> SearchSummary:
     """Run a search to its budget and write the run directory. With `resume`, continue the
-    run already there; pass the config from `resume_config`."""
+    run already there; pass the config from `resume_config`. Holds the run's lock throughout
+    (`automl.run.lock`)."""
     wall_start = time.perf_counter()
     run_dir = open_run(config, resume)
+    with run_lock(run_dir.path):
+        return _search(config, resume, progress, run_dir, wall_start)
+
+
+def _search(
+    config: ExperimentConfig,
+    resume: bool,
+    progress: SearchProgress | None,
+    run_dir: RunDir,
+    wall_start: float,
+) -> SearchSummary:
     exp = prepare(config)
     teacher_seconds = time.perf_counter() - wall_start
     stages = exp.stages

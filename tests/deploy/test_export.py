@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 
 import pytest
 
 from automl.deploy import check as check_module
 from automl.deploy.check import ExportCheckFailed
-from automl.deploy.export import FILES, card_markdown, check_out_dir, export_trial
+from automl.deploy.export import (
+    FILES,
+    OWNER,
+    card_markdown,
+    check_out_dir,
+    export_trial,
+    remove_stale_staging,
+)
 from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.run.finished import open_search_run
@@ -52,3 +61,18 @@ def test_a_failed_export_leaves_no_folder(searched_run, tmp_path, monkeypatch):
     with pytest.raises(ExportCheckFailed):
         export_trial(run, run.front[0].trial, tmp_path / "out" / "model", QUICK, "-")
     assert list((tmp_path / "out").iterdir()) == []  # neither the folder nor its staging
+
+
+def test_a_killed_exports_staging_folder_is_removed_and_a_live_ones_kept(tmp_path):
+    out = tmp_path / "export" / "trial_0003"
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its PID names no process now
+    stale, legacy, live = (out.parent / f".trial_0003.{tag}" for tag in ("abc", "old", "xyz"))
+    for folder in (stale, legacy, live):
+        (folder / "export").mkdir(parents=True)
+        (folder / "export" / "model.onnx").write_bytes(b"0" * 100)
+    (stale / OWNER).write_text(f"{gone.pid}\n")
+    (live / OWNER).write_text(f"{os.getpid()}\n")
+    (out.parent / ".trial_00031.abc").mkdir()  # another trial's
+    assert sorted(remove_stale_staging(out)) == sorted([stale, legacy])
+    assert live.is_dir() and (out.parent / ".trial_00031.abc").is_dir()
