@@ -12,6 +12,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import optuna
 import sqlalchemy
@@ -41,7 +42,11 @@ class StudyRef:
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{self.db_path.resolve()}"
+        """The SQLAlchemy URL of the file, whatever its path holds (`?`, `%`, `#`): a SQLite
+        URI filename, percent-encoded twice, as SQLAlchemy decodes the URL once and SQLite
+        the URI once more. Plain concatenation put `runs/q?a` into the file `runs/q`."""
+        path = quote(quote(str(self.db_path.resolve()), safe="/"), safe="/")
+        return f"sqlite:///file:{path}?uri=true"
 
 
 def open_storage(ref: StudyRef) -> optuna.storages.RDBStorage:

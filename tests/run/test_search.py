@@ -12,6 +12,7 @@ import optuna
 import pytest
 
 from automl.config import validate_config
+from automl.controllers.study import StudyRef
 from automl.errors import UserError
 from automl.objectives import REFERENCE_POINT
 from automl.pareto import hypervolume
@@ -129,3 +130,13 @@ def test_an_enqueued_value_outside_a_stage_is_named(tiny, teacher_cache, tmp_pat
     with pytest.raises(UserError, match=r"search.enqueue.1: blocks \(stage 3, layer4\): 3 is"):
         run_search(validate_config(raw, "test"))
     assert not (tmp_path / "run" / "study.db").exists()
+
+
+def test_a_run_directory_named_like_a_url_keeps_its_study_inside(tiny, teacher_cache, tmp_path):
+    out = tmp_path / "q?a=1%41#x"
+    run_search(validate_config(tiny_raw(teacher_cache, out, budget=1), "test"))
+    assert (out / "study.db").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+    study = optuna.load_study(
+        study_name="tiny", storage=StudyRef(out / "study.db", "tiny", out).url
+    )
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
