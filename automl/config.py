@@ -13,7 +13,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from automl.data import DataConfig, list_data_sources
 from automl.data.digits import DigitsConfig
 from automl.errors import UserError
-from search_spaces import SearchSpaceConfig
+from search_spaces import ChoiceDim, FixedDim, FloatDim, IntDim, SearchSpaceConfig
+from search_spaces.space import ONE, PER_STAGE
 from teachers import TeacherConfig
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
@@ -27,7 +28,7 @@ class TrainingConfig(Strict):
     """How each student is trained by distillation."""
 
     epochs: Annotated[int, Field(ge=1, le=1000, description="KD epochs per trial")] = 3
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    batch_size: Annotated[int, Field(ge=2, le=4096, description="2 at least: batch norm")] = 64
     lr: Annotated[float, Field(gt=0, le=10)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
     threads: Annotated[int, Field(ge=0, description="torch threads; 0 = all cores")] = 0
@@ -68,9 +69,11 @@ class LatencyConfig(Strict):
         default="cpu", description="the deployment device latency is measured on"
     )
     batch_size: Annotated[int, Field(ge=1)] = 1
-    warmup: Annotated[int, Field(ge=0)] = 10
-    repeats: Annotated[int, Field(ge=30, description="timed runs; the median is reported")] = 50
-    threads: Annotated[int, Field(ge=1, description="fixed torch thread count")] = 1
+    warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
+    repeats: Annotated[
+        int, Field(ge=30, le=100_000, description="timed runs; the median is reported")
+    ] = 50
+    threads: Annotated[int, Field(ge=1, le=1024, description="fixed torch thread count")] = 1
 
 
 def _registered_sampler(name: str) -> str:
@@ -140,7 +143,9 @@ class ExperimentConfig(Strict):
         description="modules to import first: techniques registered outside the package",
     )
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "digits"
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[
+        int, Field(ge=0, lt=2**31, description="trial i is seeded seed + i (numpy takes < 2**32)")
+    ] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out: Path | None = Field(default=None, description="run directory; default runs/<name>")
     data: DataConfig = Field(default_factory=DigitsConfig)
@@ -197,12 +202,23 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, or raise UserError naming the file and the problem."""
+    if path.is_dir():
+        raise UserError(f"config file {path} is a directory; name a YAML file in it")
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise UserError(
+            f"{path} is empty; leave out --config to run the defaults ({DEFAULT_CONFIG.name}), "
+            "or write the sections to change"
+        )
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the top level must be a mapping of sections, got {type(raw)}")
     return raw
@@ -258,11 +274,14 @@ def _is_tag(part: Any) -> bool:
     return isinstance(part, str) and part in _TAGS
 
 
-_TAGS = {*list_data_sources(), "float", "int", "choice", "fixed"}
+_DIMENSIONS = {"float": FloatDim, "int": IntDim, "choice": ChoiceDim, "fixed": FixedDim}
+_TAGS = {*list_data_sources(), *_DIMENSIONS, ONE, PER_STAGE}
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     """The field names of the model at `loc`, for an 'unknown key' message."""
+    if loc and loc[-1] in _DIMENSIONS:  # inside a search-space dimension, tagged by its type
+        return sorted(_DIMENSIONS[loc[-1]].model_fields)
     node: Any = ExperimentConfig
     for part in loc:
         members = _models_in(node)

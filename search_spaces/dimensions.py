@@ -62,6 +62,8 @@ class FloatDim(_Dim):
 
     @model_validator(mode="after")
     def _check(self) -> FloatDim:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite numbers, got {self.low}, {self.high}")
         if not self.low <= self.high:
             raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
         if self.log and (self.step is not None or self.low <= 0):

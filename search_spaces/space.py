@@ -24,8 +24,10 @@ from typing import Annotated, Any
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SerializerFunctionWrapHandler,
+    Tag,
     TypeAdapter,
     field_validator,
     model_serializer,
@@ -44,7 +46,19 @@ from automl.stages import Stage
 from search_spaces.architecture import Architecture
 from search_spaces.dimensions import Dimension, FloatDim, IntDim, Suggester
 
-StageDimension = Dimension | Annotated[list[Dimension], Field(min_length=1)]
+
+def _shape(raw: Any) -> str:
+    return PER_STAGE if isinstance(raw, list) else ONE
+
+
+# A list is one dimension per stage, anything else one dimension for all: chosen by shape, so
+# a mistake inside a list is reported inside the list, not as a fixed value that is a list.
+ONE, PER_STAGE = "one", "per_stage"
+StageDimension = Annotated[
+    Annotated[Dimension, Tag(ONE)]
+    | Annotated[list[Dimension], Field(min_length=1), Tag(PER_STAGE)],
+    Discriminator(_shape),
+]
 _STAGE_DIMENSION = TypeAdapter(StageDimension)
 _OWN_FIELDS = ("name", "techniques", "shared_stages", "kd_temperature", "kd_alpha", "dimensions")
 
@@ -139,9 +153,22 @@ def _unknown_dimension(key: str, enabled: tuple[str, ...], allowed: list[str]) -
     return f"{key}: unknown key; allowed: {', '.join([*allowed, *_OWN_FIELDS[:-1]])}"
 
 
+def _unbounded(dim: Any) -> bool:
+    return isinstance(dim, IntDim) and (dim.low is None or dim.high is None)
+
+
+def _needs_bounds(field: str) -> ValueError:
+    return ValueError(
+        f"{field}: an int dimension needs low and high here (only a per-stage count with a "
+        "range of its own, like blocks, may leave them out)"
+    )
+
+
 def _check_dimension(t: Technique, field: str, dim: Any) -> None:
     """Every value `dim` can give must be allowed by the technique (ends of a long range)."""
-    if isinstance(dim, IntDim) and (dim.low is None or dim.high is None):
+    if _unbounded(dim):
+        if field in t.global_fields():
+            raise _needs_bounds(field)
         return  # bound per stage by the technique's stage_range, checked when binding
     try:
         t.check_values(field, dim.probe())
@@ -150,6 +177,8 @@ def _check_dimension(t: Technique, field: str, dim: Any) -> None:
 
 
 def _check_recipe(name: str, dim: Any) -> None:
+    if _unbounded(dim):
+        raise _needs_bounds(name)
     check_field_values(Architecture.model_fields[name], name, dim.probe(), per_stage=False)
 
 
@@ -270,6 +299,8 @@ def _bind(t: Technique, field: str, dim: Any, stage: Stage) -> Any:
     dimension can give must lie in that range."""
     bounds = t.stage_range(field, stage)
     if bounds is None:
+        if _unbounded(dim):
+            raise _needs_bounds(f"search_space.{field}")
         return dim
     lo, hi = bounds
     if isinstance(dim, IntDim):

@@ -167,12 +167,29 @@ def _load_cached(config, data, directory):
     return model.eval(), logits
 
 
+def check_takes_inputs(model: torch.nn.Module, name: str, x: torch.Tensor) -> None:
+    """One forward pass of the data's images before any training, so that a model that cannot
+    take them fails in a second with a message, not in the first training step."""
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    except Exception as exc:  # whatever the model raises, it is the config's problem
+        size = "x".join(str(d) for d in x.shape[1:])
+        raise UserError(
+            f"teacher.model: {name!r} cannot take the data's {size} images "
+            f"({type(exc).__name__}: {exc}); choose a convolutional network such as resnet18, "
+            "mobilenetv3_small_100 or efficientnet_b0"
+        ) from None
+    model.train()
+
+
 def _build_and_cache(config, data, device, expected, directory) -> Teacher:
     start = time.perf_counter()
     torch.manual_seed(config.seed)
     model = create_teacher(
         config.model, data.in_chans, data.num_classes, config.pretrained, config.small_input
     )
+    check_takes_inputs(model, config.model, data.example_input(2))
     source = "pretrained" if config.pretrained else "scratch"
     if config.checkpoint is not None:
         where = f"teacher.checkpoint {config.checkpoint}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TeacherConfig(BaseModel):
@@ -32,10 +32,20 @@ class TeacherConfig(BaseModel):
     ] = 30
     lr: Annotated[float, Field(gt=0, le=10)] = 3e-3
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 5e-4
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    batch_size: Annotated[int, Field(ge=2, le=4096, description="2 at least: batch norm")] = 64
     seed: Annotated[
-        int, Field(ge=0, description="of the teacher's training; not the search's seed")
+        int,
+        Field(ge=0, lt=2**31, description="of the teacher's training; not the search's seed"),
     ] = 0
     cache_dir: Path = Field(
         default=Path(".cache/teachers"), description="where trained teachers live"
     )
+
+    @model_validator(mode="after")
+    def _trained_somehow(self) -> TeacherConfig:
+        if self.epochs == 0 and self.checkpoint is None and not self.pretrained:
+            raise ValueError(
+                "epochs: 0 trains nothing, which needs weights to start from (checkpoint or "
+                "pretrained); without them the teacher would stay untrained"
+            )
+        return self

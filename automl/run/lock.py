@@ -25,8 +25,9 @@ _held: dict[Path, int] = {}  # run directory -> depth of nested holds in this pr
 
 @contextmanager
 def run_lock(run_path: Path) -> Iterator[None]:
-    """Hold the run directory's lock (creating the directory) for the `with` block; raise
-    UserError naming the holder's PID when another process holds it."""
+    """Hold the run directory's lock for the `with` block; raise UserError naming the
+    holder's PID when another process holds it. A directory made for the lock is removed again
+    when the block wrote nothing else into it (a command stopped by bad input)."""
     key = Path(run_path).resolve()
     if key in _held:
         _held[key] += 1
@@ -35,6 +36,7 @@ def run_lock(run_path: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
+    created = not key.exists()
     key.mkdir(parents=True, exist_ok=True)
     fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -53,5 +55,15 @@ def run_lock(run_path: Path) -> Iterator[None]:
             yield
         finally:
             del _held[key]
+            if created and [p.name for p in key.iterdir()] == [LOCK_NAME]:
+                _remove_empty(key)  # the command stopped before writing: leave no folder
     finally:
         os.close(fd)  # releases the lock; the file stays (deleting it would race a waiter)
+
+
+def _remove_empty(run_dir: Path) -> None:
+    try:
+        (run_dir / LOCK_NAME).unlink()
+        run_dir.rmdir()
+    except OSError:
+        pass  # another process took it meanwhile

@@ -98,6 +98,11 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
     resumed one needs its study, unless no trial of it ever ended (a search killed before its
     first trial has nothing to lose)."""
     run_dir = RunDir(config.run_dir)
+    blocked = next((p for p in (run_dir.path, *run_dir.path.parents) if p.is_file()), None)
+    if blocked is not None:
+        raise UserError(
+            f"run directory {run_dir.path}: {blocked} is a file; choose another --out or --name"
+        )
     if not resume and (run_dir.run_json.exists() or run_dir.study_db.exists()):
         raise UserError(
             f"run directory {run_dir.path} already holds a run; continue it with --resume, "
