@@ -38,6 +38,10 @@ class _Dim(BaseModel):
         """`sample` asks the suggester nothing: the dimension has one value."""
         return False
 
+    def ends(self) -> tuple[Any, Any]:
+        """The first and the last value the dimension can give (a range's low and high)."""
+        return next(iter(self._values())), self._last()
+
     def probe(self) -> list[Any]:
         """The values a space is checked with: every value of a short range or list, the ends
         (and the first step) of a long one."""

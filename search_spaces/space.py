@@ -275,7 +275,7 @@ class BoundSearchSpace:
 def _fix(params: dict[str, Any], name: str, dim: Any, value: Any, where: str) -> None:
     """Record `value` of `dim` under the Optuna parameter `name`, checked against `dim`."""
     if value in ("low", "high") and isinstance(dim, IntDim | FloatDim):
-        value = dim.low if value == "low" else dim._last()
+        value = dim.ends()[0 if value == "low" else 1]
     if isinstance(dim, FloatDim) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not dim.allows(value):

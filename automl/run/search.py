@@ -113,7 +113,7 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
         if problem is not None:
             raise UserError(
                 f"--resume: {problem}; the run's trials are recorded there, so it cannot be "
-                f"continued. Its results stay readable (trials.csv, pareto.json); start a new "
+                "continued. Its results stay readable (trials.csv, pareto.json); start a new "
                 "search with another --name or --out"
             )
     return run_dir
