@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -268,8 +269,8 @@ def pick(
     if trial is not None and constraints != Constraints():
         _fail("--trial picks one model by number; drop the other constraints")
     for flag, value in (("--max-latency-ms", max_latency_ms), ("--max-size-kb", max_size_kb)):
-        if value is not None and value <= 0:
-            _fail(f"{flag} must be positive, got {value}")
+        if value is not None and not 0 < value < math.inf:
+            _fail(f"{flag} must be a positive number, got {value}")
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         _fail(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
     try:
@@ -327,21 +328,25 @@ def train(
         Path | None, typer.Option("--run", help="take the config of this run")
     ] = None,
     config: ConfigOpt = None,
-    seed: Annotated[int | None, typer.Option(help="trial seed (default: the config's)")] = None,
-    epochs: Annotated[int | None, typer.Option(help="training epochs")] = None,
+    seed: Annotated[
+        int | None, typer.Option(min=0, max=2**31 - 1, help="trial seed (default: the config's)")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, max=1000, help="training epochs")] = None,
     no_kd: Annotated[
         bool, typer.Option("--no-kd", help="cross-entropy only, no distillation")
     ] = False,
     out: Annotated[Path | None, typer.Option(help="save the trained student here")] = None,
 ) -> None:
     """Train and score one architecture with the search's recipe (data, teacher, epochs)."""
-    from automl.deploy.retrain import read_architecture, train_architecture
+    from automl.deploy.retrain import check_out_file, read_architecture, train_architecture
     from automl.errors import UserError
 
     if run_path is not None and config is not None:
         _fail("give either --run or --config, not both")
     try:
         arch = read_architecture(architecture)
+        if out is not None:
+            check_out_file(out / "model.safetensors")
         if run_path is not None:
             from automl.run.finished import open_search_run
 

@@ -144,3 +144,60 @@ def test_a_config_file_that_is_no_config_is_named(tmp_path, content, needle):
     result = cli_in_process("search", "--config", tmp_path)
     assert result.exit_code == 2 and "is a directory; name a YAML file in it" in result.stderr
     assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["c.yaml"]
+
+
+OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
+    # (case, arguments with {tmp} for the test's folder, what the message must say)
+    (
+        "pick: NaN latency limit",
+        ["pick", "{tmp}/run", "--max-latency-ms", "nan"],
+        "--max-latency-ms must be a positive number, got nan",
+    ),
+    (
+        "pick: infinite size limit",
+        ["pick", "{tmp}/run", "--max-size-kb", "inf"],
+        "--max-size-kb must be a positive number, got inf",
+    ),
+    (
+        "train: 0 epochs",
+        ["train", "{tmp}/arch.json", "--epochs", "0"],
+        "Invalid value for '--epochs'",
+    ),
+    (
+        "train: -3 epochs",
+        ["train", "{tmp}/arch.json", "--epochs", "-3"],
+        "Invalid value for '--epochs'",
+    ),
+    (
+        "train: seed past 2**31",
+        ["train", "{tmp}/arch.json", "--seed", "4294967295"],
+        "Invalid value for '--seed'",
+    ),
+    (
+        "train: --out under a file",
+        ["train", "{tmp}/arch.json", "--out", "{tmp}/a_file/model"],
+        "a_file is a file, not a folder",
+    ),
+    ("train: not an architecture", ["train", "{tmp}/a_file"], "a_file is not valid JSON"),
+    ("report: no run", ["report", "{tmp}/none"], "no run directory at"),
+    ("finalize: a file as run", ["finalize", "{tmp}/a_file"], "a_file"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "args", "needle"), OTHER_COMMANDS, ids=[c[0] for c in OTHER_COMMANDS]
+)
+def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, args, needle):
+    from tests.conftest import make_arch
+
+    (tmp_path / "a_file").write_text("mine")
+    (tmp_path / "arch.json").write_text(
+        make_arch([1, 1, 1, 1], [1, 1, 1, 1], [8] * 4).model_dump_json()
+    )
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = cli_in_process(*[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert needle in " ".join(result.output.split()), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert (tmp_path / "a_file").read_text() == "mine"

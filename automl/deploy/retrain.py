@@ -38,6 +38,16 @@ def read_architecture(path: Path) -> Architecture:
         ) from None
 
 
+def check_out_file(path: Path) -> None:
+    """Raise UserError, before any work, when `path` cannot be written: it is a folder, or a
+    folder on its way is a file."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; choose another --out")
+    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"--out: {blocked} is a file, not a folder; choose another --out")
+
+
 def train_architecture(
     config: ExperimentConfig, arch: Architecture, seed: int, kd: bool, out: Path | None
 ) -> TrialResult:
