@@ -116,6 +116,12 @@ def get_teacher(
         if cached is not None:
             model, logits = cached
             return Teacher(model, card, logits, directory)
+    blocked = next((p for p in (directory, *directory.parents) if p.is_file()), None)
+    if blocked is not None:  # found now, not after training
+        raise UserError(
+            f"teacher.cache_dir {config.cache_dir}: {blocked} is a file, so the trained "
+            "teacher could not be saved; choose another cache_dir"
+        )
     return _build_and_cache(config, data, device, expected, directory)
 
 

@@ -107,6 +107,12 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     ),
     ("out is a file", {}, ["--out", "{tmp}/a_file"], "a_file is a file; choose another --out"),
     (
+        "teacher cache under a file",
+        {"teacher.cache_dir": "{tmp}/a_file/teachers"},
+        [],
+        "a_file is a file, so the trained teacher could not be saved",
+    ),
+    (
         "out under a file",
         {},
         ["--out", "{tmp}/a_file/run"],
@@ -125,7 +131,7 @@ def test_bad_search_input_is_one_message_and_exit_2(
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
-        node[leaf] = value
+        node[leaf] = value.format(tmp=tmp_path) if isinstance(value, str) else value
     (tmp_path / "a_file").write_text("mine")
     flags = [f.format(tmp=tmp_path) for f in flags]
     result = cli_in_process("search", "--config", write_config(tmp_path / "c.yaml", raw), *flags)

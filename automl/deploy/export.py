@@ -39,11 +39,15 @@ FILES = ("model.onnx", "model.safetensors", "architecture.json", "card.json", "c
 
 
 def check_out_dir(out: Path) -> None:
+    """Raise UserError, before any work, unless `out` can become the export folder."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
             f"--out {out} already exists and is not empty; choose a new folder (an export "
             "never writes over files)"
         )
+    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise UserError(f"--out {out}: {blocked} is a file, not a folder; choose another --out")
 
 
 def remove_stale_staging(out: Path) -> list[Path]:

@@ -32,6 +32,8 @@ def test_an_existing_folder_with_files_is_refused(tmp_path):
     (tmp_path / "empty" / "mine.txt").write_text("keep")
     with pytest.raises(UserError, match="not empty"):
         check_out_dir(tmp_path / "empty")
+    with pytest.raises(UserError, match=r"mine.txt is a file, not a folder"):
+        check_out_dir(tmp_path / "empty" / "mine.txt" / "model")
 
 
 def test_the_folder_holds_its_files_and_a_card_that_reads(searched_run, tmp_path):
