@@ -9,6 +9,7 @@ would take more than `stream_above_mb`.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -27,6 +28,7 @@ from automl.data.stream import Decoder, StreamedSplit
 from automl.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+log = logging.getLogger(__name__)
 STATS_SAMPLE = 2000  # training images that mean and std are measured on, when streaming
 
 
@@ -44,16 +46,22 @@ class ImageFolderConfig(HeldOutTest):
 
 
 def scan(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
-    """Class names, image files and their labels; an empty class folder is an error."""
+    """Class names, image files and their labels; an empty class folder is an error. Hidden
+    entries (`.ipynb_checkpoints`, `.DS_Store`) are ignored; other files that are no images
+    are skipped and counted in one warning."""
     if not root.is_dir():
         raise UserError(f"data.root: image folder not found: {root}")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in _visible(root) if p.is_dir())
     if len(classes) < 2:
         raise UserError(f"data.root: {root} needs at least 2 class sub-folders, found {classes}")
     paths: list[Path] = []
     labels: list[int] = []
+    skipped: list[Path] = []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        entries = sorted(_visible(root / name))
+        is_image = [p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries]
+        found = [p for p, ok in zip(entries, is_image, strict=True) if ok]
+        skipped += [p for p, ok in zip(entries, is_image, strict=True) if not ok]
         if not found:
             raise UserError(
                 f"data.root: class folder {root / name} holds no images "
@@ -61,9 +69,20 @@ def scan(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
             )
         paths += found
         labels += [label] * len(found)
+    if skipped:
+        log.warning(
+            "data.root: skipped %d entries that are no images (%s), e.g. %s",
+            len(skipped),
+            ", ".join(sorted(IMAGE_SUFFIXES)),
+            skipped[0],
+        )
     array = np.asarray(labels, dtype=np.int64)
     check_labels(array, classes, f"data.root: {root}")
     return classes, paths, array
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [p for p in folder.iterdir() if not p.name.startswith(".")]
 
 
 def load(config: ImageFolderConfig) -> DataBundle:

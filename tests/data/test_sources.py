@@ -130,6 +130,20 @@ def test_image_folder_loads_classes_channels_and_size(tmp_path):
     assert grey.in_chans == 1 and "image_folder" in list_data_sources()
 
 
+def test_hidden_entries_are_ignored_and_other_files_counted_once(tmp_path, caplog):
+    root = _write_folder(tmp_path / "imgs")
+    (root / ".ipynb_checkpoints").mkdir()  # a hidden folder is no class
+    (root / ".ipynb_checkpoints" / "0.png").write_bytes((root / "cat" / "0.png").read_bytes())
+    (root / "dog" / ".DS_Store").write_bytes(b"\0")
+    (root / "owl" / "drafts").mkdir()
+    with caplog.at_level("WARNING", logger="automl.data.image_folder"):
+        bundle = load_data(ImageFolderConfig(root=root, image_size=8))
+    assert bundle.class_names == ["cat", "dog", "owl"]
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == 18
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "skipped 2 entries that are no images" in warnings[0]
+
+
 def test_image_folder_errors_are_clear(tmp_path):
     with pytest.raises(UserError, match="image folder not found"):
         load_data(ImageFolderConfig(root=tmp_path / "missing"))
