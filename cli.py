@@ -44,7 +44,9 @@ def search(
     config: ConfigOpt = None,
     budget: Annotated[int | None, typer.Option(help="completed trials to reach")] = None,
     epochs: Annotated[int | None, typer.Option(help="distillation epochs per trial")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="of the search: trial i is seeded seed + i (not the teacher)")
+    ] = None,
     sampler: Annotated[str | None, typer.Option(help=" | ".join(list_samplers()))] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>)")] = None,
     name: Annotated[str | None, typer.Option(help="run and study name")] = None,
@@ -66,51 +68,37 @@ def search(
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
     from automl.errors import UserError
-    from automl.run.search import resume_config, run_search
+    from automl.run.search import resume_config, resume_conflicts, run_search
 
     try:
+        overrides = {
+            "search.budget": budget,
+            "training.epochs": epochs,
+            "seed": seed,
+            "search.sampler": sampler,
+            "out": out,
+            "name": name,
+            "search.backend": backend,
+            "ray.address": address,
+            "ray.max_concurrent": max_concurrent,
+            "ray.cpus_per_trial": cpus_per_trial,
+            "ray.gpus_per_trial": gpus_per_trial,
+            "ray.early_stop": early_stop,
+        }
         if resume:
-            extra = [
-                flag
-                for flag, v in (
-                    ("--epochs", epochs),
-                    ("--seed", seed),
-                    ("--sampler", sampler),
-                    ("--config", config),
-                    ("--backend", backend),
-                    ("--max-concurrent", max_concurrent),
-                    ("--cpus-per-trial", cpus_per_trial),
-                    ("--gpus-per-trial", gpus_per_trial),
-                    ("--early-stop", early_stop),
-                )
-                if v is not None
-            ]
-            if extra:
-                _fail(
-                    f"--resume continues a run with its own config; drop {', '.join(extra)} "
-                    "(only --budget may raise its budget, and --address point a Ray run at "
-                    "its cluster)"
-                )
-            run_path = _load(None, {"out": out, "name": name}).run_dir
+            run_path = _load(config, {"out": out, "name": name}).run_dir
             cfg = resume_config(run_path, budget, address)
+            requested = _load(config, overrides) if config is not None else None
+            conflicts = resume_conflicts(cfg, overrides, requested)
+            if conflicts:
+                _fail(
+                    "--resume continues a run with its own config, which differs from this "
+                    f"command's: {'; '.join(conflicts)}. Drop those flags, or start a new run "
+                    "with another --name or --out (only --budget may raise the budget, and "
+                    "--address point a Ray run at its cluster)"
+                )
         else:
-            cfg = _load(
-                config,
-                {
-                    "search.budget": budget,
-                    "training.epochs": epochs,
-                    "seed": seed,
-                    "search.sampler": sampler,
-                    "out": out,
-                    "name": name,
-                    "search.backend": backend,
-                    "ray.address": address,
-                    "ray.max_concurrent": max_concurrent,
-                    "ray.cpus_per_trial": cpus_per_trial,
-                    "ray.gpus_per_trial": gpus_per_trial,
-                    "ray.early_stop": early_stop,
-                },
-            )
+            cfg = _load(config, overrides)
         summary = run_search(cfg, resume=resume)
     except UserError as exc:
         _fail(str(exc))

@@ -4,6 +4,7 @@ One case runs as a real process; the rest run the same typer app in this process
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -64,3 +65,20 @@ def test_teacher_command_shows_the_cached_card(tiny, teacher_cache, tmp_path):
     assert result.exit_code == 0, result.output
     card = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     assert card["model"] == "resnet18" and card["fingerprint"] == tiny.teacher.card.fingerprint
+
+
+def test_resume_takes_the_original_flags_and_names_each_real_conflict(searched_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(searched_run, run)
+    stored = json.loads((run / "run.json").read_text())["config"]
+    same = cli_in_process("search", "--resume", "--out", run, "--epochs", 2, "--seed", 0)
+    assert same.exit_code == 0, same.output  # "the same command plus --resume" works
+    changed = cli_in_process("search", "--resume", "--out", run, "--epochs", 5, "--budget", 9)
+    assert changed.exit_code == 2
+    assert "training.epochs is 2 in the run, 5 here" in " ".join(changed.stderr.split())
+    config = dict(stored, out=None, training={**stored["training"], "lr": 0.5})
+    cfg = write_config(tmp_path / "c.yaml", config)
+    changed = cli_in_process("search", "--resume", "--config", cfg, "--out", run)
+    assert changed.exit_code == 2
+    assert "training.lr is 0.002 in the run, 0.5 here" in " ".join(changed.stderr.split())
+    assert len(json.loads((run / "run.json").read_text())["sessions"]) == 2  # one resume ran

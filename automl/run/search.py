@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -91,6 +92,39 @@ def resume_config(
         update["ray"] = config.ray.model_copy(update={"address": address})
     raw = config.model_copy(update=update).model_dump(mode="json")
     return validate_config(raw, str(run_dir.run_json))
+
+
+RESUMABLE = ("out", "name", "search.budget", "ray.address")  # may differ on --resume
+
+
+def resume_conflicts(
+    stored: ExperimentConfig,
+    flags: dict[str, Any],
+    requested: ExperimentConfig | None = None,
+) -> list[str]:
+    """What a `--resume` command asks for that the run's stored config does not hold: each
+    given flag (dotted key -> value, None when not given) whose value differs, and, with a
+    `requested` config (from --config), each of its settings that differs. The run directory,
+    the budget and the Ray address may differ."""
+    have = _flat(stored.model_dump(mode="json"))
+    want = _flat(requested.model_dump(mode="json")) if requested is not None else {}
+    want.update({k: v for k, v in flags.items() if v is not None})
+    return [
+        f"{key} is {have.get(key)!r} in the run, {want[key]!r} here"
+        for key in sorted(want)
+        if key not in RESUMABLE and have.get(key) != want[key]
+    ]
+
+
+def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
 
 
 def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
