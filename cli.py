@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -286,9 +287,17 @@ def pick(
                 raise typer.Exit(1)
             trial = choice.picked.trial
         out = out or run.run_dir.path / "export" / trial_key(trial)
-        command = (
-            f"python cli.py train {out / 'architecture.json'} --run {run.run_dir.path} "
-            f"--seed {run.trial_seed(trial)}"
+        command = shlex.join(  # absolute paths: it works from any directory
+            [
+                "python",
+                str(Path(__file__).resolve()),
+                "train",
+                str((out / "architecture.json").resolve()),
+                "--run",
+                str(run.run_dir.path.resolve()),
+                "--seed",
+                str(run.trial_seed(trial)),
+            ]
         )
         card = export_trial(run, trial, out, settings, command)
     except UserError as exc:

@@ -5,7 +5,10 @@ commands (in process: the same typer app, without an interpreter start each)."""
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,8 +135,12 @@ def test_pick_exports_a_model_that_runs_from_its_card(reported, tmp_path):
     assert acc > 0.3  # well above chance (0.1): the preprocessing is right
 
     # The exported architecture retrains to the same student (same seed, same recipe).
-    seed = card["reproduce"].split("--seed")[1].split()[0]
-    proc = cli("train", out / "architecture.json", "--run", reported, "--seed", seed)
+    # The card's own command, run from another directory: its paths are absolute.
+    command = shlex.split(card["reproduce"])
+    assert command[0] == "python" and all(Path(a).is_absolute() for a in command[1:6:2])
+    proc = subprocess.run(
+        [sys.executable, *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["val_accuracy"] == pytest.approx(best, abs=1e-6)
 
