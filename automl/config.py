@@ -224,45 +224,52 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return raw
 
 
-def validate_config(raw: dict[str, Any], source: str) -> ExperimentConfig:
-    """Validate a raw mapping; errors become one UserError naming each bad field."""
+def validate_config(
+    raw: dict[str, Any], source: str, flags: dict[str, str] | None = None
+) -> ExperimentConfig:
+    """Validate a raw mapping; errors become one UserError naming each bad field, and the
+    command-line flag a value came from (`flags`: dotted key -> flag)."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source)) from None
+        raise UserError(format_validation_error(exc, source, flags)) from None
 
 
 def load_config(
     path: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Load `path` (default configs/digits.yaml), apply dotted-key overrides, validate."""
+    """Load `path` (default configs/digits.yaml), apply dotted-key overrides (the command's
+    flags: `search.budget` is `--budget`), validate."""
     path = path or DEFAULT_CONFIG
     raw = read_yaml(path)
+    flags = {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
-    return validate_config(raw, str(path))
+            flags[dotted] = "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
+    return validate_config(raw, str(path), flags)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem: the dotted field, what is wrong, the value given."""
-    lines = [f"invalid configuration in {source}:"]
+def format_validation_error(
+    exc: ValidationError, source: str, flags: dict[str, str] | None = None
+) -> str:
+    """One line per problem: the dotted field (and the flag that set it), what is wrong, the
+    value given."""
+    lines = [f"invalid configuration in {source}" + (" and the command's flags:" if flags else ":")]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not _is_tag(p) and p != "dimensions")
         msg = err["msg"].removeprefix("Value error, ")
         named = _NAMED.match(msg)  # "bits: ..." from a validator names a key below `loc`
         if named:
-            loc, msg = ".".join(filter(None, [loc, named["key"]])), named["rest"]
-            lines.append(f"  {loc}: {msg}")
-            continue
-        if err["type"] == "extra_forbidden":
+            loc, text = ".".join(filter(None, [loc, named["key"]])), named["rest"]
+        elif err["type"] == "extra_forbidden":
             allowed = _allowed_keys(err["loc"][:-1])
-            hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"  {loc}: unknown key{hint}")
-            continue
-        given = err.get("input")
-        shown = "" if isinstance(given, dict) else f" (got {given!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
+            text = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+        else:
+            given = err.get("input")
+            text = msg + ("" if isinstance(given, dict) else f" (got {given!r})")
+        where = f"{flags[loc]} ({loc})" if flags and loc in flags else loc
+        lines.append(f"  {where}: {text}")
     return "\n".join(lines)
 
 

@@ -54,8 +54,18 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         [],
         "search_space.kd_temperature: an int dimension needs low and high",
     ),
-    ("seed too big", {}, ["--seed", "99999999999"], "seed: Input should be less than 2147483648"),
-    ("seed 2**32 - 1", {}, ["--seed", "4294967295"], "seed: Input should be less than 2147483648"),
+    (
+        "seed too big",
+        {},
+        ["--seed", "99999999999"],
+        "--seed (seed): Input should be less than 2147483648",
+    ),
+    (
+        "seed 2**32 - 1",
+        {},
+        ["--seed", "4294967295"],
+        "--seed (seed): Input should be less than 2147483648",
+    ),
     (
         "endless warm-up",
         {"latency.warmup": 10**12},

@@ -15,7 +15,7 @@ def test_bad_input_in_a_real_process_is_one_message_and_exit_2(tmp_path, teacher
     cfg = write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache, tmp_path / "run"))
     result = cli("search", "--config", cfg, "--budget", "0")
     assert result.returncode == 2
-    assert "search.budget: Input should be greater than or equal to 1" in result.stderr
+    assert "--budget (search.budget): Input should be greater than or equal to 1" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "run").exists()  # nothing was started
 
