@@ -115,6 +115,9 @@ def search(
     )
     if summary.finalized is not None:
         _print_finalized(summary.finalized)
+    hint = summary.gap_hint()
+    if hint is not None:
+        stdout.print(hint, highlight=False)
 
 
 def _print_finalized(done: Any) -> None:

@@ -45,6 +45,27 @@ class SearchSummary:
     wall_seconds: float
     controller_overhead_fraction: float
     finalized: Finalized | None = None
+    best_val_accuracy: float | None = None  # of the front; None when no trial completed
+    teacher_val_accuracy: float = 0.0
+    epochs: int = 0  # distillation epochs of the front's figures (finalize's when finalized)
+
+    def gap_hint(self, threshold: float = 0.02) -> str | None:
+        """The best student's val accuracy beside the teacher's and, when the gap exceeds
+        `threshold`, what usually closes it."""
+        if self.best_val_accuracy is None:
+            return None
+        gap = self.teacher_val_accuracy - self.best_val_accuracy
+        line = (
+            f"best student val {self.best_val_accuracy:.4f}, teacher "
+            f"{self.teacher_val_accuracy:.4f} ({-100 * gap:+.1f} points)"
+        )
+        if gap <= threshold:
+            return line
+        return (
+            f"{line}. Students trained for {self.epochs} epochs fall short of the teacher: more "
+            "epochs (--epochs, or training.final_epochs after a proxy search) or wider students "
+            "(a higher low end of search_space.channel_keep) usually close the gap"
+        )
 
 
 def teacher_figures(exp: Experiment) -> TeacherFigures:
@@ -253,6 +274,9 @@ def _search(
         doc.sessions[-1].wall_seconds,
         doc.sessions[-1].controller_overhead_fraction,
         pareto.finalized,
+        max((m.val_accuracy for m in pareto.front), default=None),
+        figures.val_accuracy,
+        pareto.finalized.epochs if pareto.finalized else config.training.epochs,
     )
 
 

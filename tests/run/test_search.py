@@ -4,6 +4,7 @@ directory's contract, and where a resumed run writes."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -62,6 +63,18 @@ def test_run_directory_contract(finished_run):
     assert "Plotly.newPlot" in html and '<script src="http' not in html
     assert html.count("<tr>") == len(pareto.front) + 1
     assert "weight bits" in html and "channels kept" in html  # the techniques' own columns
+
+
+def test_the_summary_compares_the_best_student_with_the_teacher(finished_run):
+    out, summary = finished_run
+    pareto = json.loads((out / "pareto.json").read_text())
+    assert summary.best_val_accuracy == max(m["val_accuracy"] for m in pareto["front"])
+    assert summary.teacher_val_accuracy == pareto["teacher"]["val_accuracy"]
+    close = dataclasses.replace(summary, best_val_accuracy=0.95, teacher_val_accuracy=0.96)
+    assert close.gap_hint() == "best student val 0.9500, teacher 0.9600 (-1.0 points)"
+    far = dataclasses.replace(close, best_val_accuracy=0.80, epochs=3)
+    assert "(-16.0 points). Students trained for 3 epochs fall short" in far.gap_hint()
+    assert dataclasses.replace(close, best_val_accuracy=None).gap_hint() is None
 
 
 def test_an_existing_run_needs_resume(finished_run, teacher_cache):
