@@ -365,6 +365,7 @@ def train(
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("teachers").setLevel(logging.INFO)  # the teacher's training, per epoch
     app()
 
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from torch import nn
 
 from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
+from automl.data.bundle import Images
 from automl.errors import UserError
 from automl.training import (
     FitSettings,
@@ -173,6 +175,30 @@ def _load_cached(config, data, directory):
     return model.eval(), logits
 
 
+def epoch_progress(
+    model: torch.nn.Module, name: str, epochs: int, val: Images, device: torch.device
+) -> Callable[[int], bool]:
+    """`fit`'s `on_epoch` for the teacher: logs (INFO) each epoch's validation accuracy,
+    seconds per epoch and the time left, so a long training is not silent. Never stops it."""
+    start = time.perf_counter()
+
+    def on_epoch(epoch: int) -> bool:
+        val_accuracy = accuracy(model, val, device)
+        per_epoch = (time.perf_counter() - start) / epoch
+        log.info(
+            "teacher %s: epoch %d/%d, val accuracy %.4f, %.0f s per epoch, about %.0f s left",
+            name,
+            epoch,
+            epochs,
+            val_accuracy,
+            per_epoch,
+            per_epoch * (epochs - epoch),
+        )
+        return False
+
+    return on_epoch
+
+
 def check_takes_inputs(model: torch.nn.Module, name: str, x: torch.Tensor) -> None:
     """One forward pass of the data's images before any training, so that a model that cannot
     take them fails in a second with a message, not in the first training step."""
@@ -210,7 +236,8 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         settings = FitSettings(config.epochs, config.lr, config.weight_decay, config.batch_size)
         augment = RandomViews(data.augment, data.black) if data.augment.enabled else None
         log.info("training teacher %s for %d epochs on %s", config.model, config.epochs, device)
-        fit(model, data.train, cross_entropy_loss, settings, device, config.seed, augment=augment)
+        progress = epoch_progress(model, config.model, config.epochs, data.val, device)
+        fit(model, data.train, cross_entropy_loss, settings, device, config.seed, progress, augment)
         source += "+trained"
     model = model.cpu().eval()
     train_logits = predict_split(model, data.train, torch.device("cpu"))

@@ -15,7 +15,7 @@ from automl.augment import AugmentConfig
 from automl.data import load_data
 from automl.errors import UserError
 from automl.experiment import prepare
-from teachers.cache import cache_path, fingerprint, get_teacher
+from teachers.cache import cache_path, epoch_progress, fingerprint, get_teacher
 from teachers.load import create_teacher
 from teachers.spec import TeacherConfig
 
@@ -28,6 +28,16 @@ def test_a_short_recipe_trains_an_accurate_teacher(tiny):
     assert teacher.train_logits.shape == (len(data.train), 10)
     state = teacher.model.state_dict().items()
     assert not [k for k, v in state if v.is_floating_point() and not v.isfinite().all()]
+
+
+def test_teacher_training_reports_each_epoch(tiny, caplog):
+    on_epoch = epoch_progress(tiny.teacher.model, "resnet18", 4, tiny.data.val, torch.device("cpu"))
+    with caplog.at_level("INFO", logger="teachers.cache"):
+        assert on_epoch(1) is False and on_epoch(2) is False
+    lines = [r.getMessage() for r in caplog.records]
+    val = tiny.teacher.card.val_accuracy
+    assert lines[0].startswith(f"teacher resnet18: epoch 1/4, val accuracy {val:.4f}, ")
+    assert lines[1].startswith("teacher resnet18: epoch 2/4,") and lines[1].endswith(" s left")
 
 
 def test_cached_teacher_is_reused_without_training(tiny):
