@@ -4,6 +4,8 @@ traceback) before anything is written. Add a case with every new config field.""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +222,14 @@ def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, a
     assert_refused(result, needle)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert (tmp_path / "a_file").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["report", "pick", "finalize"])
+def test_a_damaged_pareto_json_is_named_and_left_as_it_is(searched_run, tmp_path, command):
+    run = tmp_path / "run"
+    shutil.copytree(searched_run, run)
+    doc = json.loads((run / "pareto.json").read_text())
+    (run / "pareto.json").write_text(json.dumps({**doc, "teacher": {}}))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert_refused(cli_in_process(command, run), "pareto.json is not a ParetoDocument")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
