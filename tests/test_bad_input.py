@@ -202,6 +202,21 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "a_file is a file, not a folder",
     ),
     ("train: not an architecture", ["train", "{tmp}/a_file"], "a_file is not valid JSON"),
+    (
+        "train: an unknown criterion",
+        ["train", "{tmp}/arch_foo.json"],
+        "unknown pruning criterion 'foo'; known: ['bn_scale', 'l1', 'l2', 'random', 'taylor']",
+    ),
+    (
+        "resume: a truncated run.json",
+        ["search", "--resume", "--out", "{tmp}/truncated"],
+        "truncated/run.json is not valid JSON",
+    ),
+    (
+        "resume: a run.json without its sections",
+        ["search", "--resume", "--out", "{tmp}/sectionless"],
+        "sectionless/run.json is not a RunDocument of this tool (config: Field required",
+    ),
     ("report: no run", ["report", "{tmp}/none"], "no run directory at"),
     ("finalize: a file as run", ["finalize", "{tmp}/a_file"], "a_file"),
 ]
@@ -217,10 +232,18 @@ def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, a
     (tmp_path / "arch.json").write_text(
         make_arch([1, 1, 1, 1], [1, 1, 1, 1], [8] * 4).model_dump_json()
     )
-    before = sorted(p.name for p in tmp_path.iterdir())
+    foo = json.loads((tmp_path / "arch.json").read_text())
+    (tmp_path / "arch_foo.json").write_text(json.dumps({**foo, "criterion": "foo"}))
+    for name, text in (
+        ("truncated", '{"format": 3, "config": {'),
+        ("sectionless", '{"format": 3}'),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(text)
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
     result = cli_in_process(*[a.format(tmp=tmp_path) for a in args])
     assert_refused(result, needle)
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
