@@ -28,6 +28,7 @@ from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
 from automl.data.bundle import Images
 from automl.errors import UserError
+from automl.paths import file_in_the_way
 from automl.training import (
     FitSettings,
     RandomViews,
@@ -118,7 +119,7 @@ def get_teacher(
         if cached is not None:
             model, logits = cached
             return Teacher(model, card, logits, directory)
-    blocked = next((p for p in (directory, *directory.parents) if p.is_file()), None)
+    blocked = file_in_the_way(directory / "card.json")
     if blocked is not None:  # found now, not after training
         raise UserError(
             f"teacher.cache_dir {config.cache_dir}: {blocked} is a file, so the trained "

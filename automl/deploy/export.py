@@ -28,6 +28,7 @@ from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.experiment import library_versions
 from automl.measure import batch_of, interleaved_latency_ms
+from automl.paths import file_in_the_way
 from automl.run.documents import FrontMember
 from automl.run.finished import SearchRun
 from automl.run.lock import run_lock
@@ -45,7 +46,7 @@ def check_out_dir(out: Path) -> None:
             f"--out {out} already exists and is not empty; choose a new folder (an export "
             "never writes over files)"
         )
-    blocked = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(out)
     if blocked is not None:
         raise UserError(f"--out {out}: {blocked} is a file, not a folder; choose another --out")
 

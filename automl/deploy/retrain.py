@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from automl.config import ExperimentConfig
 from automl.errors import UserError
 from automl.experiment import prepare
+from automl.paths import file_in_the_way
 from automl.student.files import save_student
 from automl.trial import TrialResult, run_trial
 from search_spaces import Architecture
@@ -43,7 +44,7 @@ def check_out_file(path: Path) -> None:
     folder on its way is a file."""
     if path.is_dir():
         raise UserError(f"{path} is a folder; choose another --out")
-    blocked = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(path)
     if blocked is not None:
         raise UserError(f"--out: {blocked} is a file, not a folder; choose another --out")
 

@@ -16,6 +16,7 @@ from automl.controllers.base import ControllerTimes, SearchProgress
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
 from automl.measure import latency_ms, macs_and_params
+from automl.paths import file_in_the_way
 from automl.run.documents import (
     DataRecord,
     Finalized,
@@ -153,7 +154,7 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
     resumed one needs its study, unless no trial of it ever ended (a search killed before its
     first trial has nothing to lose)."""
     run_dir = RunDir(config.run_dir)
-    blocked = next((p for p in (run_dir.path, *run_dir.path.parents) if p.is_file()), None)
+    blocked = file_in_the_way(run_dir.path / "run.json")
     if blocked is not None:
         raise UserError(
             f"run directory {run_dir.path}: {blocked} is a file; choose another --out or --name"
