@@ -86,10 +86,10 @@ def search(
             "ray.gpus_per_trial": gpus_per_trial,
             "ray.early_stop": early_stop,
         }
+        cfg = _load(config, overrides)  # a new run's config; with --resume, what it asks for
         if resume:
-            run_path = _load(config, {"out": out, "name": name}).run_dir
-            cfg = resume_config(run_path, budget, address)
-            requested = _load(config, overrides) if config is not None else None
+            requested = cfg if config is not None else None
+            cfg = resume_config(cfg.run_dir, budget, address)
             conflicts = resume_conflicts(cfg, overrides, requested)
             if conflicts:
                 _fail(
@@ -98,8 +98,6 @@ def search(
                     "with another --name or --out (only --budget may raise the budget, and "
                     "--address point a Ray run at its cluster)"
                 )
-        else:
-            cfg = _load(config, overrides)
         summary = run_search(cfg, resume=resume)
     except UserError as exc:
         _fail(str(exc))
