@@ -14,6 +14,7 @@ from rich.console import Console
 
 from automl.controllers import list_controllers
 from automl.controllers.samplers import list_samplers
+from automl.paths import given_path
 
 if TYPE_CHECKING:
     from automl.run.documents import ParetoDocument
@@ -26,7 +27,10 @@ app = typer.Typer(
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML experiment config")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", parser=given_path, help="YAML experiment config"),
+]
 
 
 def _fail(message: str) -> None:
@@ -49,7 +53,9 @@ def search(
         int | None, typer.Option(help="of the search: trial i is seeded seed + i (not the teacher)")
     ] = None,
     sampler: Annotated[str | None, typer.Option(help=" | ".join(list_samplers()))] = None,
-    out: Annotated[Path | None, typer.Option(help="run directory (default runs/<name>)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=given_path, help="run directory (default runs/<name>)")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="run and study name")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in the run dir")
@@ -130,7 +136,9 @@ def _print_finalized(done: Any) -> None:
 
 
 @app.command()
-def finalize(run_path: Annotated[Path, typer.Argument(help="run directory of a search")]) -> None:
+def finalize(
+    run_path: Annotated[Path, typer.Argument(parser=given_path, help="run directory of a search")],
+) -> None:
     """Retrain the front of a proxy search on every training image for training.final_epochs,
     rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
     from automl.errors import UserError
@@ -166,16 +174,18 @@ def teacher(
     stdout.print(f"cached in {t.cache_dir}", highlight=False)
 
 
-RunArg = Annotated[Path, typer.Argument(help="run directory of a search, e.g. runs/digits")]
-BatchOpt = Annotated[int, typer.Option("--batch", help="the larger batch size measured")]
+RunArg = Annotated[
+    Path, typer.Argument(parser=given_path, help="run directory of a search, e.g. runs/digits")
+]
+BatchOpt = Annotated[
+    int, typer.Option("--batch", min=1, max=1024, help="the larger batch size measured")
+]
 RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="interleaved timing rounds")]
 
 
 def _settings(run, batch: int, rounds: int):
     from automl.deploy.remeasure import MeasureSettings
 
-    if batch < 1:
-        _fail(f"--batch must be at least 1, got {batch}")
     sizes = (1,) if batch == 1 else (1, batch)
     return MeasureSettings(batch_sizes=sizes, rounds=rounds, threads=run.config.latency.threads)
 
@@ -240,7 +250,8 @@ def pick(
     ] = None,
     trial: Annotated[int | None, typer.Option(help="export this front trial")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="export folder (default <run>/export/trial_NNNN)")
+        Path | None,
+        typer.Option(parser=given_path, help="export folder (default <run>/export/trial_NNNN)"),
     ] = None,
     batch: BatchOpt = 32,
     rounds: RoundsOpt = 7,
@@ -320,10 +331,13 @@ def pick(
 @app.command()
 def train(
     architecture: Annotated[
-        Path, typer.Argument(help="architecture.json of an export, or models/trial_NNNN.json")
+        Path,
+        typer.Argument(
+            parser=given_path, help="architecture.json of an export, or models/trial_NNNN.json"
+        ),
     ],
     run_path: Annotated[
-        Path | None, typer.Option("--run", help="take the config of this run")
+        Path | None, typer.Option("--run", parser=given_path, help="take the config of this run")
     ] = None,
     config: ConfigOpt = None,
     seed: Annotated[
@@ -333,7 +347,9 @@ def train(
     no_kd: Annotated[
         bool, typer.Option("--no-kd", help="cross-entropy only, no distillation")
     ] = False,
-    out: Annotated[Path | None, typer.Option(help="save the trained student here")] = None,
+    out: Annotated[
+        Path | None, typer.Option(parser=given_path, help="save the trained student here")
+    ] = None,
 ) -> None:
     """Train and score one architecture with the search's recipe (data, teacher, epochs)."""
     from automl.deploy.retrain import check_out_file, read_architecture, train_architecture

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from automl.data import DataConfig, list_data_sources
 from automl.data.digits import DigitsConfig
 from automl.errors import UserError
+from automl.paths import GivenPath
 from search_spaces import ChoiceDim, FixedDim, FloatDim, IntDim, SearchSpaceConfig
 from search_spaces.space import ONE, PER_STAGE
 from teachers import TeacherConfig
@@ -31,7 +32,7 @@ class TrainingConfig(Strict):
     batch_size: Annotated[int, Field(ge=2, le=4096, description="2 at least: batch norm")] = 64
     lr: Annotated[float, Field(gt=0, le=10)] = 2e-3
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 1e-4
-    threads: Annotated[int, Field(ge=0, description="torch threads; 0 = all cores")] = 0
+    threads: Annotated[int, Field(ge=0, le=1024, description="torch threads; 0: all cores")] = 0
     train_subset: Annotated[int, Field(ge=10)] | None = Field(
         default=None,
         description="proxy search: train each student on this many training images "
@@ -68,7 +69,7 @@ class LatencyConfig(Strict):
     device: Literal["cpu", "cuda"] = Field(
         default="cpu", description="the deployment device latency is measured on"
     )
-    batch_size: Annotated[int, Field(ge=1)] = 1
+    batch_size: Annotated[int, Field(ge=1, le=1024, description="images per timed call")] = 1
     warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
     repeats: Annotated[
         int, Field(ge=30, le=100_000, description="timed runs; the median is reported")
@@ -147,7 +148,7 @@ class ExperimentConfig(Strict):
         int, Field(ge=0, lt=2**31, description="trial i is seeded seed + i (numpy takes < 2**32)")
     ] = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    out: Path | None = Field(default=None, description="run directory; default runs/<name>")
+    out: GivenPath | None = Field(default=None, description="run directory; default runs/<name>")
     data: DataConfig = Field(default_factory=DigitsConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     search_space: SearchSpaceConfig = Field(default_factory=SearchSpaceConfig)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 import torch
 
 import automl
@@ -58,8 +59,9 @@ class Experiment:
         subset = None
         if c.training.train_subset is not None:
             labels = self.data.train.y.numpy()
+            check_train_subset(c.training.train_subset, labels)
             picked = stratified_subset(labels, c.training.train_subset, c.data.split_seed)
-            subset = torch.from_numpy(picked) if len(picked) < len(labels) else None
+            subset = torch.from_numpy(picked)
         return TrialContext(
             self.teacher.model,
             self.stages,
@@ -70,6 +72,37 @@ class Experiment:
             self.device,
             subset,
         )
+
+
+def check_train_subset(size: int, labels: np.ndarray) -> None:
+    """A proxy subset must hold every class and leave every class out somewhere (a stratified
+    split of the training labels); a UserError gives the sizes allowed."""
+    classes = len(np.unique(labels))
+    if not classes <= size <= len(labels) - classes:
+        raise UserError(
+            f"training.train_subset: {size} is no proxy subset of the {len(labels)} training "
+            f"images in {classes} classes; use {classes} to {len(labels) - classes}, or null to "
+            "train every student on all of them"
+        )
+
+
+def check_sizes(config: ExperimentConfig, labels: np.ndarray) -> None:
+    """Before any training: the proxy subset fits the training split, and neither batch is
+    larger than the images it is drawn from (one optimizer step per epoch would train
+    nothing). A UserError names the field and what is allowed."""
+    seen = len(labels)
+    if config.training.train_subset is not None:
+        check_train_subset(config.training.train_subset, labels)
+        seen = config.training.train_subset
+    for field, batch, images in (
+        ("training.batch_size", config.training.batch_size, seen),
+        ("teacher.batch_size", config.teacher.batch_size, len(labels)),
+    ):
+        if batch > images:
+            raise UserError(
+                f"{field}: {batch} is more than the {images} images it is drawn from, so an "
+                f"epoch would be a single step; use 2 to {images}"
+            )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,6 +125,7 @@ def prepare(config: ExperimentConfig, retrain: bool = False) -> Experiment:
             "the cpu, or search where the deployment GPU is"
         )
     data = load_data(config.data)
+    check_sizes(config, data.train.y.numpy())  # before the teacher's training, not after
     teacher = get_teacher(config.teacher, data, device, retrain=retrain)
     return Experiment(config, data, teacher, device)
 

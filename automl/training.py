@@ -175,11 +175,12 @@ def fit(
     """Train `model` with AdamW and a one-cycle cosine schedule; returns the epochs run.
 
     Trains on the images `indices` selects (default: all of `train`), each batch passed
-    through `augment` when given. An in-memory split moves to `device` once, a streamed one
-    batch by batch. Training runs in channels-last memory order (the model is returned in
-    the default order); the forward pass runs under bfloat16 autocast when `settings.amp` and
-    `bf16_autocast(device)`. `on_epoch(epoch)` is called after each epoch and may return True to
-    stop. Raises NonFiniteLoss when a loss is NaN or infinite.
+    through `augment` when given; a last batch of one image is left out of its epoch. An
+    in-memory split moves to `device` once, a streamed one batch by batch. Training runs in
+    channels-last memory order (the model is returned in the default order); the forward
+    pass runs under bfloat16 autocast when `settings.amp` and `bf16_autocast(device)`.
+    `on_epoch(epoch)` is called after each epoch and may return True to stop. Raises
+    NonFiniteLoss when a loss is NaN or infinite.
     """
     model.to(device, memory_format=torch.channels_last).train()
     generator = torch.Generator().manual_seed(seed)
@@ -187,7 +188,10 @@ def fit(
     images, y_all = train.to(device), train.y.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    steps_per_epoch = math.ceil(len(pool) / settings.batch_size)
+    # a last batch of one image would break batch norm: that image (a different one each
+    # epoch, the order being shuffled) waits for the next epoch
+    used = len(pool) - (len(pool) % settings.batch_size == 1)
+    steps_per_epoch = math.ceil(used / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=settings.lr,
@@ -199,7 +203,7 @@ def fit(
     epoch = 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        order = pool[torch.randperm(len(pool), generator=generator)]
+        order = pool[torch.randperm(len(pool), generator=generator)][:used]
         for idx, x in images.batches(order, settings.batch_size):
             on_device, x, view = idx.to(device), x.to(device, non_blocking=True), None
             if augment is not None:

@@ -57,6 +57,9 @@ class _Dim(BaseModel):
         raise NotImplementedError
 
 
+MAX_GRID = 10**6  # values of a stepped float range: Optuna's grid arithmetic stays exact
+
+
 class FloatDim(_Dim):
     type: Literal["float"] = "float"
     low: float
@@ -72,6 +75,11 @@ class FloatDim(_Dim):
             raise ValueError(f"`low <= high` must hold, but got (low={self.low}, high={self.high})")
         if self.log and (self.step is not None or self.low <= 0):
             raise ValueError("a log dimension needs low > 0 and no step")
+        if self.step is not None and (self.high - self.low) / self.step > MAX_GRID:
+            raise ValueError(
+                f"step {self.step:g} makes more than {MAX_GRID:,} values from {self.low:g} to "
+                f"{self.high:g}; use a larger step, or none for a continuous range"
+            )
         return self
 
     def sample(self, name: str, s: Suggester) -> float:

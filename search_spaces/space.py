@@ -129,6 +129,12 @@ class SearchSpaceConfig(BaseModel):
                 dims = self.dimensions[f]
                 if isinstance(dims, list) and f in t.global_fields():
                     raise ValueError(f"{f}: one dimension for the whole network, not a list")
+                shared = self.shared_stages and t.shareable(f)
+                if shared and isinstance(dims, list) and len({repr(d) for d in dims}) > 1:
+                    raise ValueError(
+                        f"{f}: the stages share one value (shared_stages, as in the "
+                        f"{self.name!r} space), so give one dimension, not one per stage"
+                    )
                 for dim in dims if isinstance(dims, list) else [dims]:
                     _check_dimension(t, f, dim)
         return self

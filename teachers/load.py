@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from automl.errors import UserError
+from automl.paths import not_a_file
 
 
 def create_teacher(
@@ -67,8 +68,9 @@ def drop_stem_downsampling(model: nn.Module, name: str) -> None:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read weights from .safetensors, or a torch file holding a state dict (weights_only)."""
-    if not path.is_file():
-        raise UserError(f"teacher.checkpoint: file not found: {path}")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise UserError(f"teacher.checkpoint: {problem}")
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))

@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from automl.paths import GivenPath
+
 
 class TeacherConfig(BaseModel):
     """A timm model by name; weights from a local file, the hub, or trained here and cached."""
@@ -14,7 +16,7 @@ class TeacherConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Annotated[str, Field(min_length=1, description="timm model name")] = "resnet18"
-    checkpoint: Path | None = Field(
+    checkpoint: GivenPath | None = Field(
         default=None,
         description="local weights: .safetensors, or a torch state dict; a classifier for "
         "another class count is replaced and the model fine-tuned for `epochs`",
@@ -37,7 +39,7 @@ class TeacherConfig(BaseModel):
         int,
         Field(ge=0, lt=2**31, description="of the teacher's training; not the search's seed"),
     ] = 0
-    cache_dir: Path = Field(
+    cache_dir: GivenPath = Field(
         default=Path(".cache/teachers"), description="where trained teachers live"
     )
 

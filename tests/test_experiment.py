@@ -34,7 +34,11 @@ def test_a_proxy_search_trains_on_a_fixed_stratified_subset(tiny):
     assert len(subset) == 200 and torch.equal(subset, proxy.trial_context().subset)
     shares = np.bincount(tiny.data.train.y[subset].numpy(), minlength=10) / 200
     assert np.all(np.abs(shares - 0.1) < 0.015)
-    assert _with_training(tiny, train_subset=10**6).trial_context().subset is None
+    n = len(tiny.data.train)
+    for size in (10**6, n, n - 9, 9):
+        with pytest.raises(UserError, match=f"train_subset: {size} is no proxy subset of the {n}"):
+            _with_training(tiny, train_subset=size).trial_context()
+    assert len(_with_training(tiny, train_subset=n - 10).trial_context().subset) == n - 10
     online = _with_training(tiny, kd_targets="online")
     assert online.kd_targets == "online" and online.trial_context().bank is None
 

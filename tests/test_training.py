@@ -72,6 +72,24 @@ def test_fit_trains_on_the_subset_it_is_given_only():
     assert sorted(seen) == sorted(subset.tolist() * 3)
 
 
+def test_a_last_batch_of_one_image_waits_for_the_next_epoch():
+    """9 images in batches of 4 leave one over, which batch norm cannot train on: each epoch
+    leaves out one image (another one each time) instead of failing."""
+    x, y = torch.randn(9, 1, 2, 2), torch.arange(9) % 2
+    sizes: list[int] = []
+    seen: list[int] = []
+
+    def loss(logits, batch):
+        sizes.append(len(batch.y))
+        seen.extend(batch.idx.tolist())
+        return {"loss": F.cross_entropy(logits, batch.y)}
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    fit(model, Split(x, y), loss, FitSettings(3, 1e-2, 0.0, 4), torch.device("cpu"), 0)
+    assert sizes == [4, 4] * 3
+    assert len(set(seen)) == 9  # every image still trains in some epoch
+
+
 @pytest.mark.parametrize("amp", [True, False])
 def test_fit_trains_channels_last_under_bf16_where_native_and_returns_the_default_order(
     amp, monkeypatch

@@ -68,7 +68,18 @@ def open_study(ref: StudyRef, storage: optuna.storages.RDBStorage | None = None)
 
 def study_problem(ref: StudyRef) -> str | None:
     """Why the study file at `ref` cannot be resumed (missing, not SQLite, damaged, or without
-    this study), or None when it can. Reads only."""
+    this study), or None when it can. Reads only: the -wal and -shm files that SQLite makes
+    to read a file it then refuses are removed again."""
+    sidecars = [ref.db_path.with_name(ref.db_path.name + end) for end in ("-wal", "-shm")]
+    existed = {p for p in sidecars if p.exists()}
+    problem = _study_problem(ref)
+    if problem is not None:
+        for made in set(sidecars) - existed:
+            made.unlink(missing_ok=True)
+    return problem
+
+
+def _study_problem(ref: StudyRef) -> str | None:
     if not ref.db_path.is_file():
         return f"{ref.db_path} is missing"
     try:

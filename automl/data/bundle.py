@@ -173,9 +173,8 @@ def stratified_indices(
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """`size` indices of `labels` with every class in its share, sorted; all when size >= N."""
-    if size >= len(labels):
-        return np.arange(len(labels))
+    """`size` indices of `labels` with every class in its share, sorted (`size` between the
+    number of classes and N minus that number: `automl.experiment.check_train_subset`)."""
     subset, _ = train_test_split(
         np.arange(len(labels)), train_size=size, stratify=labels, random_state=seed
     )

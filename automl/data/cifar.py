@@ -22,11 +22,12 @@ from pydantic import Field
 
 from automl.data.bundle import DataBundle, SourceConfig, build_bundle, check_labels
 from automl.errors import UserError
+from automl.paths import GivenPath
 
 
 class CifarConfig(SourceConfig):
     type: Literal["cifar"] = "cifar"
-    root: Path = Field(description="cifar-10-batches-py or cifar-100-python, as unpacked")
+    root: GivenPath = Field(description="cifar-10-batches-py or cifar-100-python, as unpacked")
     labels: Literal["fine", "coarse"] = Field(
         default="fine", description="CIFAR-100 only: 100 fine or 20 coarse classes"
     )

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from automl.data import idx
 from automl.data.bundle import DataBundle
+from automl.paths import GivenPath
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = [
@@ -28,7 +29,7 @@ CLASSES = [
 
 class FashionMnistConfig(idx.IdxConfig):
     type: Literal["fashion_mnist"] = "fashion_mnist"  # type: ignore[assignment]
-    root: Path = Field(default=DEBIAN_ROOT, description="where the four IDX files are")
+    root: GivenPath = Field(default=DEBIAN_ROOT, description="where the four IDX files are")
     class_names: list[str] | None = Field(default=CLASSES, description="the ten classes")
 
 

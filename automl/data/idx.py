@@ -19,6 +19,7 @@ from pydantic import Field
 
 from automl.data.bundle import DataBundle, SourceConfig, build_bundle, check_labels
 from automl.errors import UserError
+from automl.paths import GivenPath
 
 # type code -> big-endian numpy dtype
 IDX_TYPES: dict[int, str] = {
@@ -35,7 +36,9 @@ STEMS = {"train": "train", "test": "t10k"}
 
 class IdxConfig(SourceConfig):
     type: Literal["idx"] = "idx"
-    root: Path = Field(description="folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]")
+    root: GivenPath = Field(
+        description="folder with {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
+    )
     class_names: list[str] | None = Field(
         default=None, description="one per label value; default: the label values"
     )

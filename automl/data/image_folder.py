@@ -26,6 +26,7 @@ from automl.data.bundle import (
 )
 from automl.data.stream import Decoder, StreamedSplit
 from automl.errors import UserError
+from automl.paths import GivenPath
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ STATS_SAMPLE = 2000  # training images that mean and std are measured on, when s
 
 class ImageFolderConfig(HeldOutTest):
     type: Literal["image_folder"] = "image_folder"
-    root: Path
+    root: GivenPath
     channels: Literal[1, 3] = 3
     image_size: Annotated[int | None, Field(ge=8, le=512, description="side after resize")] = 32
     val_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2

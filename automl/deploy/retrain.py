@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from automl.config import ExperimentConfig
 from automl.errors import UserError
 from automl.experiment import prepare
-from automl.paths import file_in_the_way
+from automl.paths import file_in_the_way, not_a_file
 from automl.student.files import save_student
 from automl.trial import TrialResult, run_trial
 from search_spaces import Architecture
@@ -19,8 +19,9 @@ from search_spaces import Architecture
 def read_architecture(path: Path) -> Architecture:
     """An architecture file: architecture.json of an export, or a models/trial_NNNN.json (of
     this version or an earlier one)."""
-    if not path.is_file():
-        raise UserError(f"architecture file not found: {path}")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise UserError(f"architecture: {problem}")
     try:
         doc = json.loads(path.read_text())
     except ValueError as exc:

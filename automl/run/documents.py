@@ -209,13 +209,19 @@ _UPGRADES_TO_3 = {RunDocument: _seeds_of_their_own}
 
 def read_document(path: Path, kind: type[Doc]) -> Doc:
     """Read `path` as a `kind`, upgrading formats 1 and 2; a missing, unreadable or foreign
-    file is a UserError."""
+    file, or one of a newer format, is a UserError (nothing is written)."""
     try:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path} is missing") from None
     except ValueError as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
+    written = raw.get("format") if isinstance(raw, dict) else None
+    if isinstance(written, int) and written > FORMAT:
+        raise UserError(
+            f"{path} is of format {written}, written by a newer version of this tool; this "
+            f"version reads formats 1 to {FORMAT}: upgrade automl to open the run"
+        )
     try:
         if isinstance(raw, dict) and "format" not in raw and kind in _UPGRADES:
             raw = _UPGRADES[kind](raw)

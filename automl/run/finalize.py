@@ -26,6 +26,7 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
+from automl.errors import UserError
 from automl.experiment import Experiment, prepare
 from automl.run.documents import (
     Finalized,
@@ -65,7 +66,15 @@ def finalize(
 ) -> ParetoDocument:
     """Retrain the proxy front at full fidelity, rewrite pareto.json and report.html, and
     return the new document. Retrained models already on disk are reused; `exp` is the
-    run's prepared experiment, when the caller has it. Holds the run's lock."""
+    run's prepared experiment, when the caller has it. Holds the run's lock. A run that is no
+    proxy search is a UserError."""
+    if not run.config.training.is_proxy:
+        raise UserError(
+            f"{run.run_dir.path} is no proxy search: its students trained on every training image "
+            f"for training.epochs ({run.config.training.epochs}), which is what finalize would "
+            "repeat. Finalize retrains the front of a search with training.train_subset or "
+            "training.final_epochs set"
+        )
     with run_lock(run.run_dir.path):
         return _finalize(run, say, exp)
 

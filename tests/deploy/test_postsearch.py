@@ -197,4 +197,4 @@ def test_train_without_distillation_and_bad_files(reported, tmp_path):
     result = cli_in_process("train", tmp_path / "bad.json", "--run", reported)
     assert result.exit_code == 2 and "is not an architecture" in result.stderr
     result = cli_in_process("train", tmp_path / "none.json", "--run", reported)
-    assert result.exit_code == 2 and "architecture file not found" in result.stderr
+    assert result.exit_code == 2 and "architecture: file not found" in result.stderr

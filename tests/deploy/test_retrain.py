@@ -39,7 +39,7 @@ def test_bad_files_are_user_errors(tmp_path, text, needle):
     (tmp_path / "a.json").write_text(text)
     with pytest.raises(UserError, match=needle):
         read_architecture(tmp_path / "a.json")
-    with pytest.raises(UserError, match="architecture file not found"):
+    with pytest.raises(UserError, match="architecture: file not found"):
         read_architecture(tmp_path / "none.json")
 
 
