@@ -1,6 +1,7 @@
-"""The bad-input corpus: each case is one `cli.py search` in this process on a config or flag
-that is wrong, and each must end in one message naming the problem (exit status 2, no
-traceback) before anything is written. Add a case with every new config field."""
+"""The bad-input corpus: each case is one command of `cli.py` run in this process (typer's
+runner) on a config, flag, file or run directory that is wrong, and each must end in one
+message naming the problem (exit status 2, no traceback) with nothing written and nothing of
+an existing run changed. Add a case with every new config field, flag or command."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import timm
+import torch
+from PIL import Image
 
 from tests.conftest import cli_in_process, tiny_raw, write_config
 
@@ -130,25 +135,273 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         ["--out", "{tmp}/a_file/run"],
         "a_file is a file; choose another --out",
     ),
+    ("empty --out", {}, ["--out", ""], "Invalid value for '--out': an empty path"),
+    ("empty out", {"out": ""}, [], "out: an empty path, which would mean the current folder"),
+    (
+        "empty teacher cache",
+        {"teacher.cache_dir": ""},
+        [],
+        "teacher.cache_dir: an empty path, which would mean the current folder",
+    ),
+    (
+        "proxy subset of all images",
+        {"training.train_subset": 10**7},
+        [],
+        "training.train_subset: 10000000 is no proxy subset of the 1077 training images in 10 "
+        "classes; use 10 to 1067",
+    ),
+    (
+        "batch of more than the subset",
+        {"training.train_subset": 100, "training.batch_size": 101},
+        [],
+        "training.batch_size: 101 is more than the 100 images it is drawn from",
+    ),
+    (
+        "teacher batch of more than the data",
+        {"teacher.batch_size": 2000},
+        [],
+        "teacher.batch_size: 2000 is more than the 1077 images it is drawn from",
+    ),
+    (
+        "threads past 1024 (torch crashed)",
+        {"training.threads": 100_000},
+        [],
+        "training.threads: Input should be less than or equal to 1024",
+    ),
+    (
+        "latency batch past 1024",
+        {"latency.batch_size": 10**6},
+        [],
+        "latency.batch_size: Input should be less than or equal to 1024",
+    ),
+    (
+        "a step too small to enumerate",
+        {"search_space.channel_keep": {"type": "float", "low": 0.25, "high": 1.0, "step": 1e-300}},
+        [],
+        "search_space.channel_keep: step 1e-300 makes more than 1,000,000 values",
+    ),
+    (
+        "stages of a shared space",
+        {"search_space.name": "uniform", "search_space.channel_keep": [0.25, 0.5, 0.5, 0.5]},
+        [],
+        "search_space.channel_keep: the stages share one value (shared_stages, as in the "
+        "'uniform' space)",
+    ),
+    (
+        "list for fewer stages",
+        {"search_space.bits": [8, 8]},
+        [],
+        "search_space.bits: the teacher has 4 stages, the list has 2",
+    ),
+    (
+        "low above high",
+        {"search_space.channel_keep": {"type": "float", "low": 0.9, "high": 0.1}},
+        [],
+        "search_space.channel_keep: `low <= high` must hold",
+    ),
+    (
+        "keep above 1",
+        {"search_space.channel_keep": {"type": "float", "low": 0.5, "high": 1.5}},
+        [],
+        "search_space.channel_keep: 1.5 is not allowed (Input should be less than or equal to 1)",
+    ),
+    (
+        "log range from 0",
+        {"search_space.kd_temperature": {"type": "float", "low": 0, "high": 8, "log": True}},
+        [],
+        "search_space.kd_temperature: a log dimension needs low > 0",
+    ),
+    (
+        "unknown space",
+        {"search_space.name": "foo"},
+        [],
+        "unknown search space 'foo'; registered: ['pruning', 'stagewise', 'uniform']",
+    ),
+    (
+        "technique twice",
+        {"search_space.techniques": ["depth", "depth"]},
+        [],
+        "search_space.techniques: a technique is listed twice",
+    ),
+    (
+        "unknown dimension type",
+        {"search_space.bits": {"type": "normal", "values": [8]}},
+        [],
+        "search_space.bits: Input tag 'normal' found using 'type' does not match",
+    ),
+    (
+        "unknown data source",
+        {"data.type": "foo"},
+        [],
+        "data: Input tag 'foo' found using 'type' does not match any of the expected tags: "
+        "'digits', 'idx'",
+    ),
+    (
+        "fractions leave no training data",
+        {"data.val_fraction": 0.5, "data.test_fraction": 0.5},
+        [],
+        "data: `val_fraction + test_fraction < 0.9` must hold",
+    ),
+    (
+        "IDX folder without its files",
+        {"data": {"type": "idx", "root": "{tmp}"}},
+        [],
+        "data.root: {tmp} has none of train-images-idx3-ubyte.gz",
+    ),
+    (
+        "IDX files of noise",
+        {"data": {"type": "idx", "root": "{inputs}/idx"}},
+        [],
+        "data: {inputs}/idx/train-images-idx3-ubyte is not an IDX file (magic number",
+    ),
+    (
+        "CIFAR folder without batches",
+        {"data": {"type": "cifar", "root": "{tmp}"}},
+        [],
+        "data.root: {tmp} holds neither CIFAR-10",
+    ),
+    (
+        "image folder of one class",
+        {"data": {"type": "image_folder", "root": "{inputs}/one_class"}},
+        [],
+        "needs at least 2 class sub-folders, found ['cats']",
+    ),
+    (
+        "checkpoint that is no checkpoint",
+        {"teacher.checkpoint": "{tmp}/a_file"},
+        [],
+        "teacher.checkpoint: {tmp}/a_file is not a weights-only state dict",
+    ),
+    (
+        "checkpoint of another model",
+        {"teacher.checkpoint": "{inputs}/resnet10t.pt", "teacher.epochs": 0},
+        [],
+        "{inputs}/resnet10t.pt does not fit this model: missing",
+    ),
+    (
+        "checkpoint that is a folder",
+        {"teacher.checkpoint": "{inputs}", "teacher.epochs": 0},
+        [],
+        "teacher.checkpoint: {inputs} is a folder, not a file",
+    ),
+    (
+        "unknown section",
+        {"serach": {"budget": 1}},
+        [],
+        "serach: unknown key; allowed: data, device, latency, name, out, plugins",
+    ),
+    ("name with a slash", {"name": "../x"}, [], "name: String should match pattern"),
+    (
+        "no epochs",
+        {},
+        ["--epochs", "0"],
+        "--epochs (training.epochs): Input should be greater than or equal to 1",
+    ),
+    (
+        "no trials at once",
+        {},
+        ["--max-concurrent", "0"],
+        "--max-concurrent (ray.max_concurrent): Input should be greater than or equal to 1",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "changes", "flags", "needle"), CASES, ids=[c[0] for c in CASES])
-def test_bad_search_input_is_one_message_and_exit_2(
-    tiny, teacher_cache, tmp_path, case, changes, flags, needle
-):
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """Files the cases read and that must stay as they are: IDX files of noise, an image
+    folder of one class, weights of another model."""
+    root = tmp_path_factory.mktemp("inputs")
+    (root / "idx").mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, 100, dtype=np.uint8).tobytes()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (root / "idx" / name).write_bytes(noise)
+    (root / "one_class" / "cats").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(root / "one_class" / "cats" / "0.png")
+    torch.save(timm.create_model("resnet10t", num_classes=10).state_dict(), root / "resnet10t.pt")
+    return root
+
+
+def _filled(value: Any, **places: Path) -> Any:
+    """`value` with {tmp}-style places filled in, in strings at any depth."""
+    if isinstance(value, str):
+        return value.format(**places)
+    if isinstance(value, dict):
+        return {k: _filled(v, **places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_filled(v, **places) for v in value]
+    return value
+
+
+def run_with_changes(
+    command: str, teacher_cache: Path, tmp_path: Path, inputs: Path, changes, flags
+) -> Any:
+    """`command --config C FLAGS`, C the tiny config with the dotted `changes`."""
+    places = {"tmp": tmp_path, "inputs": inputs}
     raw = tiny_raw(teacher_cache, tmp_path / "run")
     for dotted, value in changes.items():
         node = raw
         *parents, leaf = dotted.split(".")
         for key in parents:
             node = node.setdefault(key, {})
-        node[leaf] = value.format(tmp=tmp_path) if isinstance(value, str) else value
+        node[leaf] = _filled(value, **places)
     (tmp_path / "a_file").write_text("mine")
-    flags = [f.format(tmp=tmp_path) for f in flags]
-    result = cli_in_process("search", "--config", write_config(tmp_path / "c.yaml", raw), *flags)
-    assert_refused(result, needle)
+    flags = [_filled(f, **places) for f in flags]
+    return cli_in_process(command, "--config", write_config(tmp_path / "c.yaml", raw), *flags)
+
+
+def _digest(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(("case", "changes", "flags", "needle"), CASES, ids=[c[0] for c in CASES])
+def test_bad_search_input_is_one_message_and_exit_2(
+    tiny, teacher_cache, tmp_path, inputs, case, changes, flags, needle
+):
+    before = _digest(inputs)
+    result = run_with_changes("search", teacher_cache, tmp_path, inputs, changes, flags)
+    assert_refused(result, needle.format(tmp=tmp_path, inputs=inputs))
     assert not (tmp_path / "run").exists() and (tmp_path / "a_file").read_text() == "mine"
+    assert _digest(inputs) == before
+
+
+TEACHER_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
+    (
+        "unknown timm model",
+        {"teacher.model": "resnet19"},
+        [],
+        "teacher.model: unknown timm model 'resnet19'; did you mean resnet18",
+    ),
+    ("negative seed", {}, ["--seed", "-1"], "--seed (seed): Input should be greater than or equal"),
+    (
+        "a dict of no tensors",
+        {"teacher.checkpoint": "{tmp}/not_tensors.pt", "teacher.epochs": 0},
+        [],
+        "teacher.checkpoint: {tmp}/not_tensors.pt does not hold a state dict of tensors",
+    ),
+    ("untrained", {"teacher.epochs": 0}, [], "teacher.epochs: 0 trains nothing"),
+    (
+        "batch of more than the data",
+        {"teacher.batch_size": 4096},
+        [],
+        "teacher.batch_size: 4096 is more than the 1077 images it is drawn from",
+    ),
+    ("empty cache", {"teacher.cache_dir": ""}, [], "teacher.cache_dir: an empty path"),
+    ("empty --config", {}, ["--config", ""], "Invalid value for '--config' / '-c': an empty path"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "flags", "needle"), TEACHER_CASES, ids=[c[0] for c in TEACHER_CASES]
+)
+def test_bad_teacher_input_is_one_message_and_exit_2(
+    tiny, teacher_cache, tmp_path, inputs, case, changes, flags, needle
+):
+    torch.save({"a": 1}, tmp_path / "not_tensors.pt")
+    before = _digest(teacher_cache)
+    result = run_with_changes("teacher", teacher_cache, tmp_path, inputs, changes, flags)
+    assert_refused(result, needle.format(tmp=tmp_path, inputs=inputs))
+    assert _digest(teacher_cache) == before  # no teacher trained or cached
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "c.yaml", "not_tensors.pt"]
 
 
 @pytest.mark.parametrize(
@@ -218,7 +471,22 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "sectionless/run.json is not a RunDocument of this tool (config: Field required",
     ),
     ("report: no run", ["report", "{tmp}/none"], "no run directory at"),
+    ("report: an empty path", ["report", ""], "Invalid value for 'run_path': an empty path"),
     ("finalize: a file as run", ["finalize", "{tmp}/a_file"], "a_file"),
+    ("pick: a fraction past 1", ["pick", "{tmp}/run", "--min-accuracy", "2"], "in [0, 1], got 2"),
+    ("pick: an empty --out", ["pick", "{tmp}/run", "--out", ""], "'--out': an empty path"),
+    ("train: no such file", ["train", "{tmp}/none.json"], "architecture: file not found"),
+    ("train: a folder", ["train", "{tmp}/truncated"], "truncated is a folder, not a file"),
+    (
+        "train: --run and --config",
+        ["train", "{tmp}/arch.json", "--run", "{tmp}/r", "--config", "{tmp}/c"],
+        "give either --run or --config, not both",
+    ),
+    (
+        "train: 99 bits",
+        ["train", "{tmp}/arch_99.json"],
+        "bits.0: Input should be less than or equal to 32",
+    ),
 ]
 
 
@@ -234,6 +502,8 @@ def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, a
     )
     foo = json.loads((tmp_path / "arch.json").read_text())
     (tmp_path / "arch_foo.json").write_text(json.dumps({**foo, "criterion": "foo"}))
+    stages = [{**stage, "bits": 99} for stage in foo["stages"]]
+    (tmp_path / "arch_99.json").write_text(json.dumps({**foo, "stages": stages}))
     for name, text in (
         ("truncated", '{"format": 3, "config": {'),
         ("sectionless", '{"format": 3}'),
@@ -247,12 +517,100 @@ def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, a
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
-@pytest.mark.parametrize("command", ["report", "pick", "finalize"])
-def test_a_damaged_pareto_json_is_named_and_left_as_it_is(searched_run, tmp_path, command):
+def _damage(run: Path, damage: str) -> None:
+    """Damage a copy of a finished run as a crash, a disk or a user might."""
+    pareto, runjson, study = run / "pareto.json", run / "run.json", run / "study.db"
+    if damage == "pareto without teacher":
+        pareto.write_text(json.dumps({**json.loads(pareto.read_text()), "teacher": {}}))
+    elif damage == "pareto of a newer format":
+        pareto.write_text(json.dumps({**json.loads(pareto.read_text()), "format": 99}))
+    elif damage == "run.json of a newer format":
+        runjson.write_text(json.dumps({**json.loads(runjson.read_text()), "format": 99}))
+    elif damage == "truncated pareto":
+        pareto.write_bytes(pareto.read_bytes()[:50])
+    elif damage == "truncated run.json":
+        runjson.write_bytes(runjson.read_bytes()[:50])
+    elif damage == "truncated study.db":
+        study.write_bytes(study.read_bytes()[:4096])
+    elif damage == "study.db of noise":
+        study.write_bytes(b"noise" * 1000)
+    elif damage == "no study.db":
+        study.unlink()
+    elif damage != "none":
+        raise AssertionError(damage)
+
+
+RUN_CASES: list[tuple[str, list[str], str]] = [
+    # (damage, arguments after the command with {run} and {tmp}, what the message must say)
+    *[
+        (damage, [command, "{run}"], needle)
+        for damage, needle in (
+            ("pareto without teacher", "pareto.json is not a ParetoDocument"),
+            ("pareto of a newer format", "pareto.json is of format 99, written by a newer"),
+            ("truncated pareto", "pareto.json is not valid JSON"),
+            ("truncated run.json", "run.json is not valid JSON"),
+        )
+        for command in ("report", "pick", "finalize")
+    ],
+    ("run.json of a newer format", ["report", "{run}"], "run.json is of format 99"),
+    (
+        "run.json of a newer format",
+        ["search", "--resume", "--out", "{run}", "--budget", "6"],
+        "run.json is of format 99",
+    ),
+    (
+        "truncated study.db",
+        ["search", "--resume", "--out", "{run}", "--budget", "6"],
+        "study.db cannot be read as an Optuna study (database disk image is malformed)",
+    ),
+    (
+        "study.db of noise",
+        ["search", "--resume", "--out", "{run}", "--budget", "6"],
+        "study.db cannot be read as an Optuna study (file is not a database)",
+    ),
+    (
+        "no study.db",
+        ["search", "--resume", "--out", "{run}", "--budget", "6"],
+        "study.db is missing; the run's trials are recorded there",
+    ),
+    ("none", ["finalize", "{run}"], "is no proxy search: its students trained on every"),
+    ("none", ["pick", "{run}", "--trial", "999"], "trial 999 is not on the Pareto front"),
+    ("none", ["pick", "{run}", "--out", "{tmp}/a_file"], "a_file already exists and is not"),
+    ("none", ["pick", "{run}", "--out", "{tmp}/a_file/x"], "a_file is a file, not a folder"),
+    ("none", ["report", "{run}", "--batch", "2000"], "'--batch': Input should be less than"),
+    ("none", ["search", "--resume", "--out", "{run}", "--seed", "5"], "seed is 0 in the run, 5"),
+    (
+        "none",
+        ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
+        "already holds a run; continue it with --resume",
+    ),
+    (
+        "none",
+        ["train", "{tmp}/one_stage.json", "--run", "{run}"],
+        "the architecture has 1 stages, the teacher 4",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "args", "needle"),
+    RUN_CASES,
+    ids=[
+        f"{c[0]}: {' '.join(c[1][:1] + [a for a in c[1][1:] if a.startswith('--')])}"
+        for c in RUN_CASES
+    ],
+)
+def test_bad_input_on_a_run_is_named_and_the_run_left_as_it_is(
+    searched_run, teacher_cache, tmp_path, damage, args, needle
+):
     run = tmp_path / "run"
     shutil.copytree(searched_run, run)
-    doc = json.loads((run / "pareto.json").read_text())
-    (run / "pareto.json").write_text(json.dumps({**doc, "teacher": {}}))
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    assert_refused(cli_in_process(command, run), "pareto.json is not a ParetoDocument")
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    _damage(run, damage)
+    (tmp_path / "a_file").write_text("mine")
+    write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache))
+    stage = {"channel_keep": 1.0, "blocks": 1, "bits": 8}
+    (tmp_path / "one_stage.json").write_text(json.dumps({"stages": [stage], "criterion": "l2"}))
+    before = _digest(tmp_path)
+    result = cli_in_process(*[a.format(run=run, tmp=tmp_path) for a in args])
+    assert_refused(result, needle)
+    assert _digest(tmp_path) == before
