@@ -103,6 +103,13 @@ def resume_config(
     may have moved since)."""
     run_dir = RunDir(run_path)
     if not run_dir.run_json.is_file():
+        if run_dir.path.is_dir() and not run_dir.study_db.exists():
+            raise UserError(
+                f"--resume: nothing to resume at {run_dir.path}: its search stopped before its "
+                "first trial (while the teacher trained, or the data loaded), so no run.json "
+                "was written. Run the same command without --resume; a teacher that finished "
+                "training is taken from its cache"
+            )
         raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
     config = run_dir.read_run().config
     update: dict[str, object] = {"out": run_dir.path}
