@@ -205,6 +205,8 @@ def _card(
             else "fp32",
             "widest_weight_bits": form.weight_bits,
             "reduce_range": dep.reduce_range,
+            "fallback": dep.fallback,
+            "test_images_disagreeing_with_pytorch": dep.disagree,
             "notes": list(form.notes),
         },
         "teacher": teacher.model_dump(
@@ -254,6 +256,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         if ratio
         else ""
     )
+    fallback = card["deployment"].get("fallback")
+    fallback = f" {fallback[0].upper()}{fallback[1:]}." if fallback else ""
     return f"""# Model card: trial {card["trial"]} of {card["run"]}
 
 An {card["format"]} ONNX student of `{t["model"]}`, distilled on `{card["data"]["name"]}`.
@@ -294,5 +298,5 @@ classes {card["data"]["classes"]}.
 
 {compression}
 
-ONNX form: {card["deployment"]["onnx"]}.{notes}
+ONNX form: {card["deployment"]["onnx"]}.{fallback}{notes}
 """

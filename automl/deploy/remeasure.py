@@ -72,20 +72,23 @@ def remeasure(
     deployed[TEACHER] = deploy_onnx(
         models[TEACHER], deploy_form(None), data, folder / "teacher.onnx"
     )
-    for m in run.front:
+    for k, m in enumerate(run.front, 1):
         key = trial_key(m.trial)
         models[key], arch = run.load_model(m, data)
         try:
-            deployed[key] = deploy_onnx(
+            dep = deploy_onnx(
                 models[key],
                 deploy_form(arch),
                 data,
                 folder / f"{key}.onnx",
                 seed=run.trial_seed(m.trial),
             )
+            deployed[key] = dep
+            note = f"; {dep.fallback}" if dep.fallback else ""
+            say(f"ONNX {k}/{len(run.front)}: trial {m.trial}, {dep.format}{note}")
         except ExportCheckFailed as exc:
             deployed[key] = str(exc)
-            log.warning("trial %d: %s", m.trial, exc)
+            say(f"ONNX {k}/{len(run.front)}: trial {m.trial}: {exc}")
 
     runners: dict[str, Callable[[], object]] = {}
     for key, model in models.items():

@@ -47,6 +47,8 @@ class Deployed(_Doc):
     onnx_test_accuracy: float
     reduce_range: bool
     fp32_onnx_bytes: int
+    disagree: int | None = None  # test images whose class differs from PyTorch's (from 0.4)
+    fallback: str | None = None  # why an int8 model ships as fp32 ONNX
 
 
 class DeployFailed(_Doc):

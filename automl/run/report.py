@@ -214,7 +214,8 @@ def _front_table(pareto: ParetoDocument) -> str:
                     up = (m.speedup or {}).get(rt, {}).get(b)
                     cells.append("-" if ms is None or up is None else f"{ms:.3f} ({up:.1f}x)")
             if isinstance(m.deployed, Deployed):
-                cells += [m.deployed.format, f"{m.deployed.onnx_bytes / 1024:.1f}"]
+                shipped = m.deployed.format + (" (int8 failed)" if m.deployed.fallback else "")
+                cells += [shipped, f"{m.deployed.onnx_bytes / 1024:.1f}"]
             else:
                 cells += ["failed check", "-"]
         cells += [f"{m.params:,}", f"{m.macs:,}"]

@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 
-from automl.deploy import check as check_module
 from automl.deploy.check import ExportCheckFailed
 from automl.deploy.export import (
     FILES,
@@ -21,6 +20,7 @@ from automl.deploy.export import (
 from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.run.finished import open_search_run
+from tests.deploy.test_check import nothing_passes
 
 QUICK = MeasureSettings(batch_sizes=(1, 4), rounds=1, calls=2, warmup=1)
 
@@ -59,7 +59,7 @@ def test_a_failed_export_leaves_no_folder(searched_run, tmp_path, monkeypatch):
     run_copy = tmp_path / "run"
     shutil.copytree(searched_run, run_copy)
     run = open_search_run(run_copy)
-    monkeypatch.setattr(check_module, "MAX_ACCURACY_GAP", -1.0)  # no model can pass
+    nothing_passes(monkeypatch)
     with pytest.raises(ExportCheckFailed):
         export_trial(run, run.front[0].trial, tmp_path / "out" / "model", QUICK, "-")
     assert list((tmp_path / "out").iterdir()) == []  # neither the folder nor its staging
