@@ -19,17 +19,47 @@ from automl.paths import given_path
 if TYPE_CHECKING:
     from automl.run.documents import ParetoDocument
 
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "digits.yaml"
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Find compact students of a timm teacher: prune, quantize, distil.",
+    rich_markup_mode=None,  # click's plain help: flags as flags, defaults in brackets
+    help="Find compact students of a timm teacher: prune, quantize, distil. Without --config "
+    f"a command takes configs/{DEFAULT_CONFIG.name}; an option left out takes its config's value.",
 )
+
+
+def _default(dotted: str) -> Any:
+    """`dotted`'s value in the default config, for --help (None when it is not set there)."""
+    import yaml
+
+    node: Any = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    for key in dotted.split("."):
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
+
+
+def _of_config(help_text: str, dotted: str) -> str:
+    """Help for an option that overrides `dotted`: what it is, then where its default comes
+    from and what that is in the default config."""
+    value = _default(dotted)
+    shown = "null" if value is None else value
+    return f"{help_text} [default: the config's {dotted}; {shown} in {DEFAULT_CONFIG.name}]"
+
+
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option("--config", "-c", parser=given_path, help="YAML experiment config"),
+    typer.Option(
+        "--config",
+        "-c",
+        parser=given_path,
+        metavar="<path>",
+        help=f"YAML experiment config [default: configs/{DEFAULT_CONFIG.name}]",
+    ),
 ]
 
 
@@ -47,30 +77,68 @@ def _load(config: Path | None, overrides: dict[str, Any]):
 @app.command()
 def search(
     config: ConfigOpt = None,
-    budget: Annotated[int | None, typer.Option(help="completed trials to reach")] = None,
-    epochs: Annotated[int | None, typer.Option(help="distillation epochs per trial")] = None,
+    budget: Annotated[
+        int | None, typer.Option(help=_of_config("completed trials to reach", "search.budget"))
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(help=_of_config("distillation epochs per trial", "training.epochs")),
+    ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="of the search: trial i is seeded seed + i (not the teacher)")
+        int | None,
+        typer.Option(
+            help=_of_config("of the search: trial i is seeded seed + i (not the teacher)", "seed")
+        ),
     ] = None,
-    sampler: Annotated[str | None, typer.Option(help=" | ".join(list_samplers()))] = None,
+    sampler: Annotated[
+        str | None, typer.Option(help=_of_config(" | ".join(list_samplers()), "search.sampler"))
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option(parser=given_path, help="run directory (default runs/<name>)")
+        Path | None,
+        typer.Option(
+            parser=given_path,
+            metavar="<path>",
+            help="run directory [default: the config's out; runs/<name> when it is null]",
+        ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="run and study name")] = None,
+    name: Annotated[str | None, typer.Option(help=_of_config("run and study name", "name"))] = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="continue the run in the run dir")
+        bool,
+        typer.Option(
+            "--resume", help="continue the run in the run directory, with its stored config"
+        ),
     ] = False,
     backend: Annotated[
-        str | None, typer.Option(help=f"{' | '.join(list_controllers())} (optuna: this machine)")
+        str | None,
+        typer.Option(
+            help=_of_config(
+                f"{' | '.join(list_controllers())} (optuna: this machine)", "search.backend"
+            )
+        ),
     ] = None,
     address: Annotated[
-        str | None, typer.Option(help="Ray cluster HOST:PORT; none starts a local instance")
+        str | None,
+        typer.Option(
+            help=_of_config("Ray cluster HOST:PORT; null starts a local instance", "ray.address")
+        ),
     ] = None,
-    max_concurrent: Annotated[int | None, typer.Option(help="Ray: trials at once")] = None,
-    cpus_per_trial: Annotated[float | None, typer.Option(help="Ray: CPUs per trial")] = None,
-    gpus_per_trial: Annotated[float | None, typer.Option(help="Ray: GPUs per trial")] = None,
+    max_concurrent: Annotated[
+        int | None,
+        typer.Option(
+            help=_of_config("Ray: trials at once (null: as many as fit)", "ray.max_concurrent")
+        ),
+    ] = None,
+    cpus_per_trial: Annotated[
+        float | None, typer.Option(help=_of_config("Ray: CPUs per trial", "ray.cpus_per_trial"))
+    ] = None,
+    gpus_per_trial: Annotated[
+        float | None, typer.Option(help=_of_config("Ray: GPUs per trial", "ray.gpus_per_trial"))
+    ] = None,
     early_stop: Annotated[
-        str | None, typer.Option(help="Ray: none | asha (stop weak students early)")
+        str | None,
+        typer.Option(
+            help=_of_config("Ray: none | asha (stop weak students early)", "ray.early_stop")
+        ),
     ] = None,
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
@@ -137,7 +205,9 @@ def _print_finalized(done: Any) -> None:
 
 @app.command()
 def finalize(
-    run_path: Annotated[Path, typer.Argument(parser=given_path, help="run directory of a search")],
+    run_path: Annotated[
+        Path, typer.Argument(parser=given_path, metavar="RUN", help="run directory of a search")
+    ],
 ) -> None:
     """Retrain the front of a proxy search on every training image for training.final_epochs,
     rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
@@ -159,15 +229,20 @@ def finalize(
 @app.command()
 def teacher(
     config: ConfigOpt = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    retrain: Annotated[bool, typer.Option("--retrain", help="train even if cached")] = False,
+    seed: Annotated[
+        int | None,
+        typer.Option(help=_of_config("of the teacher's training", "teacher.seed")),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="train even if a teacher of this recipe is cached")
+    ] = False,
 ) -> None:
     """Train the config's teacher (or load it from the cache) and show its card."""
     from automl.errors import UserError
     from automl.experiment import prepare
 
     try:
-        t = prepare(_load(config, {"seed": seed}), retrain=retrain).teacher
+        t = prepare(_load(config, {"teacher.seed": seed}), retrain=retrain).teacher
     except UserError as exc:
         _fail(str(exc))
     stdout.print_json(t.card.model_dump_json())
@@ -175,7 +250,10 @@ def teacher(
 
 
 RunArg = Annotated[
-    Path, typer.Argument(parser=given_path, help="run directory of a search, e.g. runs/digits")
+    Path,
+    typer.Argument(
+        parser=given_path, metavar="RUN", help="run directory of a search, e.g. runs/digits"
+    ),
 ]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, max=1024, help="the larger batch size measured")
@@ -240,18 +318,26 @@ def _print_front(pareto: ParetoDocument) -> None:
 def pick(
     run_path: RunArg,
     max_latency_ms: Annotated[
-        float | None, typer.Option(help="ONNX Runtime batch-1 latency limit")
+        float | None, typer.Option(help="ONNX Runtime batch-1 latency limit [default: none]")
     ] = None,
     max_size_kb: Annotated[
-        float | None, typer.Option(help="model.onnx size limit, kilobytes of 1000 bytes")
+        float | None,
+        typer.Option(help="model.onnx size limit, kilobytes of 1000 bytes [default: none]"),
     ] = None,
     min_accuracy: Annotated[
-        float | None, typer.Option(help="validation accuracy floor, 0..1")
+        float | None, typer.Option(help="validation accuracy floor, 0..1 [default: none]")
     ] = None,
-    trial: Annotated[int | None, typer.Option(help="export this front trial")] = None,
+    trial: Annotated[
+        int | None,
+        typer.Option(help="export this front trial [default: the most accurate that fits]"),
+    ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(parser=given_path, help="export folder (default <run>/export/trial_NNNN)"),
+        typer.Option(
+            parser=given_path,
+            metavar="<path>",
+            help="export folder [default: <run>/export/trial_NNNN]",
+        ),
     ] = None,
     batch: BatchOpt = 32,
     rounds: RoundsOpt = 7,
@@ -333,22 +419,41 @@ def train(
     architecture: Annotated[
         Path,
         typer.Argument(
-            parser=given_path, help="architecture.json of an export, or models/trial_NNNN.json"
+            parser=given_path,
+            metavar="ARCH",
+            help="architecture.json of an export, or models/trial_NNNN.json",
         ),
     ],
     run_path: Annotated[
-        Path | None, typer.Option("--run", parser=given_path, help="take the config of this run")
+        Path | None,
+        typer.Option(
+            "--run",
+            parser=given_path,
+            metavar="<path>",
+            help="take the config of this run [default: --config]",
+        ),
     ] = None,
     config: ConfigOpt = None,
     seed: Annotated[
-        int | None, typer.Option(min=0, max=2**31 - 1, help="trial seed (default: the config's)")
+        int | None,
+        typer.Option(min=0, max=2**31 - 1, help="trial seed [default: the config's seed]"),
     ] = None,
-    epochs: Annotated[int | None, typer.Option(min=1, max=1000, help="training epochs")] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=1000, help="training epochs [default: the config's training.epochs]"
+        ),
+    ] = None,
     no_kd: Annotated[
         bool, typer.Option("--no-kd", help="cross-entropy only, no distillation")
     ] = False,
     out: Annotated[
-        Path | None, typer.Option(parser=given_path, help="save the trained student here")
+        Path | None,
+        typer.Option(
+            parser=given_path,
+            metavar="<path>",
+            help="save the trained student here [default: not saved]",
+        ),
     ] = None,
 ) -> None:
     """Train and score one architecture with the search's recipe (data, teacher, epochs)."""

@@ -371,7 +371,12 @@ TEACHER_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         [],
         "teacher.model: unknown timm model 'resnet19'; did you mean resnet18",
     ),
-    ("negative seed", {}, ["--seed", "-1"], "--seed (seed): Input should be greater than or equal"),
+    (
+        "negative seed",
+        {},
+        ["--seed", "-1"],
+        "--seed (teacher.seed): Input should be greater than or equal",
+    ),
     (
         "a dict of no tensors",
         {"teacher.checkpoint": "{tmp}/not_tensors.pt", "teacher.epochs": 0},
@@ -471,7 +476,7 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "sectionless/run.json is not a RunDocument of this tool (config: Field required",
     ),
     ("report: no run", ["report", "{tmp}/none"], "no run directory at"),
-    ("report: an empty path", ["report", ""], "Invalid value for 'run_path': an empty path"),
+    ("report: an empty path", ["report", ""], "Invalid value for 'RUN': an empty path"),
     ("finalize: a file as run", ["finalize", "{tmp}/a_file"], "a_file"),
     ("pick: a fraction past 1", ["pick", "{tmp}/run", "--min-accuracy", "2"], "in [0, 1], got 2"),
     ("pick: an empty --out", ["pick", "{tmp}/run", "--out", ""], "'--out': an empty path"),

@@ -59,6 +59,20 @@ def test_help_lists_the_registered_samplers_and_backends():
     assert "nsga2 | random | tpe" in result.stdout and "optuna | ray" in result.stdout
 
 
+def test_help_shows_flags_as_flags_and_where_each_default_comes_from():
+    text = " ".join(cli_in_process("search", "--help").stdout.split())
+    assert "--resume continue the run" in text and "<bool>" not in text
+    assert "--config <path> YAML experiment config [default: configs/digits.yaml]" in text
+    assert (
+        "--budget <int> completed trials to reach [default: the config's search.budget; "
+        "100 in digits.yaml]" in text
+    )
+    teacher = " ".join(cli_in_process("teacher", "--help").stdout.split())
+    assert (
+        "--seed <int> of the teacher's training [default: the config's teacher.seed; 0" in teacher
+    )
+
+
 def test_teacher_command_shows_the_cached_card(tiny, teacher_cache, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache))
     result = cli_in_process("teacher", "--config", cfg)
