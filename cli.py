@@ -172,7 +172,7 @@ def search(
                     "with another --name or --out (only --budget may raise the budget, and "
                     "--address point a Ray run at its cluster)"
                 )
-        summary = run_search(cfg, resume=resume)
+        summary = run_search(cfg, resume=resume, with_estimate=True)
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -482,9 +482,20 @@ def train(
     stdout.print_json(result.model_dump_json())
 
 
+PROGRESS_LOGGERS = ("teachers", "automl.run")  # teacher training, logits, estimate, finalize
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("teachers").setLevel(logging.INFO)  # the teacher's training, per epoch
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)  # warnings with their source, as before
+    progress = logging.StreamHandler(sys.stderr)  # progress lines as plain text
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    progress.addFilter(lambda record: record.levelno == logging.INFO)
+    for name in PROGRESS_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.addHandler(progress)
     app()
 
 

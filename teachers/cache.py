@@ -30,7 +30,9 @@ from automl.data.bundle import Images
 from automl.errors import UserError
 from automl.paths import file_in_the_way
 from automl.training import (
+    Batch,
     FitSettings,
+    LossFn,
     RandomViews,
     accuracy,
     cross_entropy_loss,
@@ -149,11 +151,19 @@ def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.devi
     padding, fill = data.augment.crop_padding, data.black
     logits = torch.empty(shape)
     n = len(data.train)
+    start_time = time.perf_counter()
     for k, view in enumerate(views):
         for start in range(0, n, 4096):
             part = torch.arange(start, min(start + 4096, n))
             x = apply_views(data.train.images(part), view[part], padding, fill)
             logits[k, part] = predict_logits(teacher.model, x, device)
+        per_view = (time.perf_counter() - start_time) / (k + 1)
+        log.info(
+            "teacher logits: view %d/%d done, about %.0f s left",
+            k + 1,
+            count,
+            per_view * (count - k - 1),
+        )
     teacher.model.cpu()
     partial = path.with_suffix(".partial")
     save_file({"logits": logits.contiguous()}, str(partial), metadata={"seed": str(seed)})
@@ -176,21 +186,48 @@ def _load_cached(config, data, directory):
     return model.eval(), logits
 
 
+class RunningLoss:
+    """A loss function that also keeps the mean training loss since it was last `take`n."""
+
+    def __init__(self, loss_fn: LossFn) -> None:
+        self.loss_fn = loss_fn
+        self.total, self.images = 0.0, 0
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        out = self.loss_fn(logits, batch)
+        self.total += float(out["loss"].detach()) * len(batch.y)
+        self.images += len(batch.y)
+        return out
+
+    def take(self) -> float:
+        mean = self.total / max(self.images, 1)
+        self.total, self.images = 0.0, 0
+        return mean
+
+
 def epoch_progress(
-    model: torch.nn.Module, name: str, epochs: int, val: Images, device: torch.device
+    model: torch.nn.Module,
+    name: str,
+    epochs: int,
+    val: Images,
+    device: torch.device,
+    loss: RunningLoss | None = None,
 ) -> Callable[[int], bool]:
-    """`fit`'s `on_epoch` for the teacher: logs (INFO) each epoch's validation accuracy,
-    seconds per epoch and the time left, so a long training is not silent. Never stops it."""
+    """`fit`'s `on_epoch` for the teacher: logs (INFO) each epoch's mean training loss (from
+    `loss`), validation accuracy, seconds per epoch and the time left, so a long training is
+    not silent. Never stops it."""
     start = time.perf_counter()
 
     def on_epoch(epoch: int) -> bool:
         val_accuracy = accuracy(model, val, device)
         per_epoch = (time.perf_counter() - start) / epoch
+        trained = f"loss {loss.take():.4f}, " if loss is not None else ""
         log.info(
-            "teacher %s: epoch %d/%d, val accuracy %.4f, %.0f s per epoch, about %.0f s left",
+            "teacher %s: epoch %d/%d, %sval accuracy %.4f, %.0f s per epoch, about %.0f s left",
             name,
             epoch,
             epochs,
+            trained,
             val_accuracy,
             per_epoch,
             per_epoch * (epochs - epoch),
@@ -237,8 +274,9 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         settings = FitSettings(config.epochs, config.lr, config.weight_decay, config.batch_size)
         augment = RandomViews(data.augment, data.black) if data.augment.enabled else None
         log.info("training teacher %s for %d epochs on %s", config.model, config.epochs, device)
-        progress = epoch_progress(model, config.model, config.epochs, data.val, device)
-        fit(model, data.train, cross_entropy_loss, settings, device, config.seed, progress, augment)
+        loss = RunningLoss(cross_entropy_loss)
+        progress = epoch_progress(model, config.model, config.epochs, data.val, device, loss)
+        fit(model, data.train, loss, settings, device, config.seed, progress, augment)
         source += "+trained"
     model = model.cpu().eval()
     train_logits = predict_split(model, data.train, torch.device("cpu"))

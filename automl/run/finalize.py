@@ -37,6 +37,7 @@ from automl.run.documents import (
     write_atomic,
     write_document,
 )
+from automl.run.estimate import duration
 from automl.run.finished import SearchRun
 from automl.run.layout import trial_key
 from automl.run.lock import run_lock
@@ -90,15 +91,23 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
     proxy_images = len(exp.data.train) if proxy_ctx.subset is None else len(proxy_ctx.subset)
     ctx = dataclasses.replace(proxy_ctx, training=full, subset=None)
     done: list[Retrained] = []
+    pending = sum(m.macs for m in candidates if not (run_dir.path / final_name(m.trial)).exists())
+    done_macs, retrain_start = 0, time.perf_counter()
     for k, member in enumerate(candidates, 1):
         path = run_dir.path / final_name(member.trial)
         found = _read_retrained(path, member)
         if found is None:
+            # time left from the MACs retrained so far: a model's training costs about its MACs
+            left = ""
+            if done_macs:
+                rate = (time.perf_counter() - retrain_start) / done_macs
+                left = f", about {duration(rate * (pending - done_macs))} left"
             say(
                 f"finalize {k}/{len(candidates)}: trial {member.trial}, {full.epochs} epochs on "
-                f"{len(exp.data.train)} images"
+                f"{len(exp.data.train)} images{left}"
             )
             result, model = run_trial(member.architecture, ctx, run.trial_seed(member.trial))
+            done_macs += member.macs
             proxy = Scores(**member.model_dump(include=set(Scores.model_fields)))
             meta = {
                 "trial": member.trial,

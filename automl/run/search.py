@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from optuna.trial import TrialState
 
 from automl.config import ExperimentConfig, validate_config
 from automl.controllers import create_controller
@@ -26,6 +28,7 @@ from automl.run.documents import (
     pareto_document,
     write_atomic,
 )
+from automl.run.estimate import at_once, estimate
 from automl.run.finalize import finalize
 from automl.run.finished import open_search_run
 from automl.run.layout import RunDir
@@ -35,6 +38,8 @@ from automl.run.report import build_report, report_title, trial_points
 from automl.student.files import write_student
 from automl.trial import TrialRecord, TrialResult
 from search_spaces import Architecture, BoundSearchSpace
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,15 +188,19 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
 
 
 def run_search(
-    config: ExperimentConfig, resume: bool = False, progress: SearchProgress | None = None
+    config: ExperimentConfig,
+    resume: bool = False,
+    progress: SearchProgress | None = None,
+    with_estimate: bool = False,
 ) -> SearchSummary:
     """Run a search to its budget and write the run directory. With `resume`, continue the
     run already there; pass the config from `resume_config`. Holds the run's lock throughout
-    (`automl.run.lock`)."""
+    (`automl.run.lock`). With `with_estimate`, log (INFO) how long the trials left will take
+    before they start (`automl.run.estimate`: a few seconds of measured training steps)."""
     wall_start = time.perf_counter()
     run_dir = open_run(config, resume)
     with run_lock(run_dir.path):
-        return _search(config, resume, progress, run_dir, wall_start)
+        return _search(config, resume, progress, run_dir, wall_start, with_estimate)
 
 
 def _search(
@@ -200,6 +209,7 @@ def _search(
     progress: SearchProgress | None,
     run_dir: RunDir,
     wall_start: float,
+    with_estimate: bool,
 ) -> SearchSummary:
     exp = prepare(config)
     teacher_seconds = time.perf_counter() - wall_start
@@ -234,8 +244,9 @@ def _search(
         sessions=sessions,
     )
     run_dir.write_run(doc)
+    trial_context = exp.trial_context()
     controller = create_controller(
-        config.search.backend, config, run_dir.study(config.name), space, exp.trial_context()
+        config.search.backend, config, run_dir.study(config.name), space, trial_context
     )
 
     def on_complete(number: int, arch: Architecture, result: TrialResult, weights: bytes) -> None:
@@ -250,7 +261,11 @@ def _search(
         run_dir.prune_weights(on_front)
         return [r for r in records if r.number in on_front]
 
-    studies.enqueue(studies.open_study(run_dir.study(config.name)), queued)
+    study = studies.open_study(run_dir.study(config.name))
+    studies.enqueue(study, queued)
+    left = config.search.budget - studies.count(study, TrialState.COMPLETE)
+    if with_estimate and left > 0:
+        log.info(estimate(space, trial_context, left).describe(at_once(config)))
     setup_seconds = time.perf_counter() - wall_start
     try:
         times = controller.run(on_complete, on_records, progress or make_progress())

@@ -62,6 +62,12 @@ def test_a_proxy_search_on_real_fashion_mnist(tmp_path):
     result = cli("search", "--config", write_config(tmp_path / "c.yaml", raw), timeout=600)
     assert result.returncode == 0, result.stderr
     assert "finalized:" in result.stdout and "Kendall tau" in result.stdout
+    # progress for every long step, as plain lines (the output is no terminal)
+    progress = result.stderr
+    assert "teacher resnet18: epoch 3/3, loss " in progress and " s left" in progress
+    assert "teacher logits: view 2/2 done" in progress
+    assert "2 trials to run; training alone takes " in progress
+    assert "finalize 1/" in progress
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     pareto = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert (run["data"]["train"], run["data"]["val"], run["data"]["test"]) == (1800, 200, 500)

@@ -15,7 +15,8 @@ from automl.augment import AugmentConfig
 from automl.data import load_data
 from automl.errors import UserError
 from automl.experiment import prepare
-from teachers.cache import cache_path, epoch_progress, fingerprint, get_teacher
+from automl.training import Batch
+from teachers.cache import RunningLoss, cache_path, epoch_progress, fingerprint, get_teacher
 from teachers.load import create_teacher
 from teachers.spec import TeacherConfig
 
@@ -31,13 +32,20 @@ def test_a_short_recipe_trains_an_accurate_teacher(tiny):
 
 
 def test_teacher_training_reports_each_epoch(tiny, caplog):
-    on_epoch = epoch_progress(tiny.teacher.model, "resnet18", 4, tiny.data.val, torch.device("cpu"))
+    loss = RunningLoss(lambda logits, batch: {"loss": logits.mean()})
+    model, val = tiny.teacher.model, tiny.data.val
+    on_epoch = epoch_progress(model, "resnet18", 4, val, torch.device("cpu"), loss)
+    for batch_loss, images in ((1.0, 3), (2.0, 1)):  # the epoch's mean is per image: 1.25
+        loss(torch.full((images, 2), batch_loss), Batch(None, torch.zeros(images), None, None))
     with caplog.at_level("INFO", logger="teachers.cache"):
         assert on_epoch(1) is False and on_epoch(2) is False
     lines = [r.getMessage() for r in caplog.records]
-    val = tiny.teacher.card.val_accuracy
-    assert lines[0].startswith(f"teacher resnet18: epoch 1/4, val accuracy {val:.4f}, ")
-    assert lines[1].startswith("teacher resnet18: epoch 2/4,") and lines[1].endswith(" s left")
+    val_accuracy = tiny.teacher.card.val_accuracy
+    assert lines[0].startswith(
+        f"teacher resnet18: epoch 1/4, loss 1.2500, val accuracy {val_accuracy:.4f}, "
+    )
+    assert lines[1].startswith("teacher resnet18: epoch 2/4, loss 0.0000,")  # taken, then reset
+    assert lines[1].endswith(" s left")
 
 
 def test_cached_teacher_is_reused_without_training(tiny):
