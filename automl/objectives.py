@@ -41,7 +41,7 @@ class Objective:
 OBJECTIVES: tuple[Objective, ...] = (
     Objective("val_accuracy", "maximize", "validation accuracy"),
     Objective("latency_ms", "minimize", "latency (ms)"),
-    Objective("size_bytes", "minimize", "size (KiB, packed)", scale=1 / 1024),
+    Objective("size_bytes", "minimize", "size (kB, packed)", scale=1 / 1000),
 )
 NAMES = tuple(o.name for o in OBJECTIVES)
 DIRECTIONS = [o.direction for o in OBJECTIVES]

@@ -71,7 +71,7 @@ class OptunaController(Controller):
                     len(front),
                     best,
                     f"#{trial.number}: acc {result.val_accuracy:.4f} "
-                    f"{result.latency_ms:.3f} ms {result.size_bytes / 1024:.0f} KiB",
+                    f"{result.latency_ms:.3f} ms {result.size_bytes / 1000:.0f} kB",
                 )
         finally:
             progress.close()

@@ -265,7 +265,10 @@ def _search(
     studies.enqueue(study, queued)
     left = config.search.budget - studies.count(study, TrialState.COMPLETE)
     if with_estimate and left > 0:
-        log.info(estimate(space, trial_context, left).describe(at_once(config)))
+        try:
+            log.info(estimate(space, trial_context, left).describe(at_once(config)))
+        except Exception as exc:  # an estimate never stops a search (a corner may not train)
+            log.info("no estimate of the search's duration: %s: %s", type(exc).__name__, exc)
     setup_seconds = time.perf_counter() - wall_start
     try:
         times = controller.run(on_complete, on_records, progress or make_progress())
