@@ -16,7 +16,7 @@ import optuna
 from tests.conftest import ROOT, tiny_raw, write_config
 from tests.controllers.contract import complete_in_study
 
-BUDGET = 4
+BUDGET = 3
 
 
 def search(*args: object, crash_at: str | None = None) -> subprocess.CompletedProcess:
@@ -85,12 +85,20 @@ def test_sigkill_at_every_moment_then_resume_loses_and_repeats_nothing(tmp_path)
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run}/study.db")
     states = {t.number: t.state.name for t in study.trials}
     assert set(states.values()) <= {"COMPLETE", "FAIL"}
+    archs = [
+        json.dumps(t.user_attrs["architecture"], sort_keys=True)
+        for t in study.trials
+        if t.state.name == "COMPLETE"
+    ]
+    assert len(archs) == BUDGET and len(set(archs)) == len(archs)  # none trained twice
     rows = list(csv.DictReader((run / "trials.csv").open()))
     assert {int(r["number"]): r["state"] for r in rows} == states
     interrupted = [r for r in rows if r["state"] == "FAIL"]
     assert len(interrupted) == 2 and all(r["error"].startswith("interrupted") for r in interrupted)
     doc = json.loads((run / "run.json").read_text())
-    assert doc["status"] == "complete"
+    # a session is recorded when its search part ends: 5 (killed later, in finalize) and 6
+    assert doc["status"] == "complete" and len(doc["sessions"]) == 2
+    assert "node_id" not in rows[0] and not (run / "ray").exists()  # the Optuna controller's
     pareto = json.loads((run / "pareto.json").read_text())
     assert pareto["finalized"] is not None
     proxy = json.loads((run / "proxy_pareto.json").read_text())
