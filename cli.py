@@ -295,7 +295,7 @@ def _print_front(pareto: ParetoDocument) -> None:
     from automl.run.documents import Deployed
 
     table = Table(title="Pareto front, re-measured (latency: ONNX Runtime, batch 1)")
-    columns = ("trial", "val acc", "test acc", "ONNX ms", "speed-up", "shipped", "ONNX kB")
+    columns = ("trial", "val acc", "test acc", "ONNX ms", "×", "shipped", "ONNX kB")
     for col in (*columns, "packed kB"):
         table.add_column(col, justify="right")
     for m in sorted(pareto.front, key=lambda m: -m.val_accuracy):
@@ -318,8 +318,8 @@ def _print_front(pareto: ParetoDocument) -> None:
         )
     stdout.print(table)
     stdout.print(
-        "speed-up: the teacher's ONNX Runtime batch-1 latency divided by the model's; packed "
-        "kB counts each weight at its bit-width, ONNX kB is the file pick ships",
+        "×: speed-up, the teacher's ONNX Runtime batch-1 latency divided by the model's; "
+        "packed kB counts each weight at its bit-width, ONNX kB is the file pick ships",
         highlight=False,
     )
 
