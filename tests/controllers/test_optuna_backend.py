@@ -15,6 +15,10 @@ from tests.controllers.contract import (  # the contract's tests run here
     test_budget_counts_completed_trials_and_failures_are_recorded,  # noqa: F401
 )
 
+COVERED_ELSEWHERE = {
+    "test_sigkill_then_resume_loses_and_repeats_no_trial": "tests/run/test_crash_campaign.py"
+}
+
 
 @pytest.fixture
 def start_search():
