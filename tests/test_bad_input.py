@@ -609,7 +609,10 @@ def test_bad_input_on_a_run_is_named_and_the_run_left_as_it_is(
     searched_run, teacher_cache, tmp_path, damage, args, needle
 ):
     run = tmp_path / "run"
-    shutil.copytree(searched_run, run)
+    # without SQLite's -wal and -shm files, which exist only while this test session still
+    # holds the searched run's study open: reading a damaged study.db beside them would read
+    # their pages instead, or update the -shm index, and the cases would depend on test order
+    shutil.copytree(searched_run, run, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
     _damage(run, damage)
     (tmp_path / "a_file").write_text("mine")
     write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache))
