@@ -40,7 +40,7 @@ def killed(proc: subprocess.CompletedProcess) -> None:
 def test_sigkill_at_every_moment_then_resume_loses_and_repeats_nothing(tmp_path):
     run, cache = tmp_path / "run", tmp_path / "teachers"
     raw = tiny_raw(cache, run, budget=BUDGET)
-    raw["teacher"]["epochs"] = 2
+    raw["teacher"]["epochs"] = 2  # the kill comes after the first
     raw["training"] = {"epochs": 1, "train_subset": 300, "final_epochs": 1}
     raw["plugins"] = ["tests.crash_points"]
     config = write_config(tmp_path / "c.yaml", raw)

@@ -15,11 +15,17 @@ def test_the_corners_are_the_smallest_and_the_largest_student(tiny):
     assert {s["bits"] for s in small.stages} == {4} and {s["bits"] for s in large.stages} == {32}
 
 
-def test_the_estimate_scales_measured_steps_to_the_trials_left(tiny):
+def test_the_estimate_scales_measured_steps_to_the_trials_left(tiny, monkeypatch):
     space, ctx = tiny.config.search_space.bind(tiny.stages), tiny.trial_context()
-    assert step_seconds(corner(space, high=True), ctx, steps=2) > 0
+    assert step_seconds(corner(space, high=False), ctx, steps=1) > 0  # one real step
+    timed = {False: 0.5, True: 2.0}  # seconds per step of each corner, by its high flag
+    monkeypatch.setattr(
+        "automl.run.estimate.step_seconds",
+        lambda arch, ctx: timed[arch == corner(space, high=True)],
+    )
     found = estimate(space, ctx, trials=5)
-    assert found.trials == 5 and found.smallest_s > 0 and found.largest_s > 0
+    steps = -(-len(tiny.data.train) // ctx.training.batch_size) * ctx.training.epochs
+    assert found == Estimate(0.5 * steps, 2.0 * steps, 5)
 
 
 def test_the_estimate_reads_as_a_range_per_trial_and_in_all():
