@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from automl.augment import ViewBank
+from automl.compress import Student
 from automl.config import LatencyConfig, TrainingConfig
 from automl.data import DataBundle
 from automl.measure import latency_ms, macs_and_params
@@ -112,6 +113,16 @@ class TrialContext:
             return BankViews(self.bank, augment.crop_padding, self.data.black)
         return RandomViews(augment, self.data.black)
 
+    def build(self, arch: Architecture) -> Student:
+        """The student of `arch`, cut from the teacher (calibrated on 64 training images)."""
+        calibration = (self.data.example_input(64), self.data.train.y[:64])
+        return build_student(self.teacher, self.stages, arch, calibration)
+
+    def fit_settings(self, epochs: int | None = None) -> FitSettings:
+        """The search's training recipe, for `epochs` (default: training.epochs)."""
+        t = self.training
+        return FitSettings(epochs or t.epochs, t.lr, t.weight_decay, t.batch_size, t.amp)
+
     def distillation(self, temperature: float, alpha: float) -> LossFn:
         """The KD loss of a trial: cached logits moved to the device, or a teacher there (a
         copy, so the shared teacher that students are built from stays on the CPU)."""
@@ -137,12 +148,10 @@ def run_trial(
     seed_everything(seed)
     start = time.perf_counter()
     data = ctx.data
-    calibration = (data.example_input(64), data.train.y[:64])
-    student = build_student(ctx.teacher, ctx.stages, arch, calibration)
+    student = ctx.build(arch)
     model = student.model
     loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha) if kd else cross_entropy_loss
-    t = ctx.training
-    settings = FitSettings(t.epochs, t.lr, t.weight_decay, t.batch_size, t.amp)
+    settings = ctx.fit_settings()
 
     def on_epoch(epoch: int) -> bool:
         if reporter is None:

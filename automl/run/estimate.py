@@ -17,8 +17,7 @@ from typing import Any
 import torch
 
 from automl.config import ExperimentConfig
-from automl.student.build import build_student
-from automl.training import FitSettings, fit
+from automl.training import fit
 from automl.trial import TrialContext
 from search_spaces import Architecture
 from search_spaces.space import BoundSearchSpace
@@ -95,12 +94,11 @@ def step_seconds(arch: Architecture, ctx: TrialContext, steps: int = STEPS) -> f
     """Seconds per training step of `arch` with the search's recipe, over `steps` steps of a
     real `fit` (the first step, with its allocations, included)."""
     data, t = ctx.data, ctx.training
-    calibration = (data.example_input(64), data.train.y[:64])
-    model = build_student(ctx.teacher, ctx.stages, arch, calibration).model
+    model = ctx.build(arch).model
     pool = ctx.subset if ctx.subset is not None else torch.arange(len(data.train))
     indices = pool[: steps * t.batch_size]
     loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha)
-    settings = FitSettings(1, t.lr, t.weight_decay, t.batch_size, t.amp)
+    settings = ctx.fit_settings(epochs=1)
     start = time.perf_counter()
     fit(
         model,
