@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import shlex
@@ -30,11 +31,16 @@ app = typer.Typer(
 )
 
 
-def _default(dotted: str) -> Any:
-    """`dotted`'s value in the default config, for --help (None when it is not set there)."""
+@functools.cache
+def _default_config() -> Any:
     import yaml
 
-    node: Any = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def _default(dotted: str) -> Any:
+    """`dotted`'s value in the default config, for --help (None when it is not set there)."""
+    node: Any = _default_config()
     for key in dotted.split("."):
         node = node.get(key) if isinstance(node, dict) else None
     return node
@@ -48,17 +54,24 @@ def _of_config(help_text: str, dotted: str) -> str:
     return f"{help_text} [default: the config's {dotted}; {shown} in {DEFAULT_CONFIG.name}]"
 
 
+def _path_option(help_text: str, *names: str) -> Any:
+    """A path option: an empty path is refused (`given_path`), and help shows `<path>`."""
+    return typer.Option(*names, parser=given_path, metavar="<path>", help=help_text)
+
+
 stderr = Console(stderr=True, soft_wrap=True)
 stdout = Console(soft_wrap=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        parser=given_path,
-        metavar="<path>",
-        help=f"YAML experiment config [default: configs/{DEFAULT_CONFIG.name}]",
+    _path_option(
+        f"YAML experiment config [default: configs/{DEFAULT_CONFIG.name}]", "--config", "-c"
+    ),
+]
+RunArg = Annotated[
+    Path,
+    typer.Argument(
+        parser=given_path, metavar="RUN", help="run directory of a search, e.g. runs/digits"
     ),
 ]
 
@@ -95,11 +108,7 @@ def search(
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(
-            parser=given_path,
-            metavar="<path>",
-            help="run directory [default: the config's out; runs/<name> when it is null]",
-        ),
+        _path_option("run directory [default: the config's out; runs/<name> when it is null]"),
     ] = None,
     name: Annotated[str | None, typer.Option(help=_of_config("run and study name", "name"))] = None,
     resume: Annotated[
@@ -204,11 +213,7 @@ def _print_finalized(done: Any) -> None:
 
 
 @app.command()
-def finalize(
-    run_path: Annotated[
-        Path, typer.Argument(parser=given_path, metavar="RUN", help="run directory of a search")
-    ],
-) -> None:
+def finalize(run_path: RunArg) -> None:
     """Retrain the front of a proxy search on every training image for training.final_epochs,
     rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
     from automl.errors import UserError
@@ -249,12 +254,6 @@ def teacher(
     stdout.print(f"cached in {t.cache_dir}", highlight=False)
 
 
-RunArg = Annotated[
-    Path,
-    typer.Argument(
-        parser=given_path, metavar="RUN", help="run directory of a search, e.g. runs/digits"
-    ),
-]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, max=1024, help="the larger batch size measured")
 ]
@@ -342,12 +341,7 @@ def pick(
         typer.Option(help="export this front trial [default: the most accurate that fits]"),
     ] = None,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            parser=given_path,
-            metavar="<path>",
-            help="export folder [default: <run>/export/trial_NNNN]",
-        ),
+        Path | None, _path_option("export folder [default: <run>/export/trial_NNNN]")
     ] = None,
     batch: BatchOpt = 32,
     rounds: RoundsOpt = 7,
@@ -435,13 +429,7 @@ def train(
         ),
     ],
     run_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--run",
-            parser=given_path,
-            metavar="<path>",
-            help="take the config of this run [default: --config]",
-        ),
+        Path | None, _path_option("take the config of this run [default: --config]", "--run")
     ] = None,
     config: ConfigOpt = None,
     seed: Annotated[
@@ -458,12 +446,7 @@ def train(
         bool, typer.Option("--no-kd", help="cross-entropy only, no distillation")
     ] = False,
     out: Annotated[
-        Path | None,
-        typer.Option(
-            parser=given_path,
-            metavar="<path>",
-            help="save the trained student here [default: not saved]",
-        ),
+        Path | None, _path_option("save the trained student here [default: not saved]")
     ] = None,
 ) -> None:
     """Train and score one architecture with the search's recipe (data, teacher, epochs)."""
