@@ -55,11 +55,28 @@ class TrainingConfig(Strict):
         description="finalize: epochs of each front model's retraining on every training "
         "image; null: `epochs`",
     )
+    final_max_epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None,
+        description="finalize at equal compute: a front model of fewer MACs trains for more "
+        "epochs, so that each costs about the MACs x final_epochs of the front's largest "
+        "(Scratch-B, Liu et al. 2019), at most this many; null: final_epochs for every model",
+    )
+
+    @model_validator(mode="after")
+    def _max_covers_final(self) -> TrainingConfig:
+        base = self.final_epochs or self.epochs
+        if self.final_max_epochs is not None and self.final_max_epochs < base:
+            raise ValueError(
+                f"final_max_epochs ({self.final_max_epochs}) must be at least the epochs of "
+                f"the front's largest model, final_epochs or epochs ({base})"
+            )
+        return self
 
     @property
     def is_proxy(self) -> bool:
         """Trials train at lower fidelity than `finalize` retrains the front at."""
-        return self.train_subset is not None or self.final_epochs not in (None, self.epochs)
+        longest = self.final_max_epochs or self.final_epochs or self.epochs
+        return self.train_subset is not None or longest != self.epochs
 
 
 class LatencyConfig(Strict):

@@ -157,6 +157,13 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "training.batch_size: 101 is more than the 100 images it is drawn from",
     ),
     (
+        "equal-compute cap below the final epochs",
+        {"training.final_epochs": 3, "training.final_max_epochs": 2},
+        [],
+        "final_max_epochs (2) must be at least the epochs of the front's largest model, "
+        "final_epochs or epochs (3)",
+    ),
+    (
         "teacher batch of more than the data",
         {"teacher.batch_size": 2000},
         [],

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from automl.compress import LEGACY_TECHNIQUES
 from automl.config import ExperimentConfig
@@ -112,6 +112,8 @@ class Finalized(_Doc):
     train_images: int
     proxy_epochs: int
     proxy_train_images: int
+    max_epochs: int | None = None  # training.final_max_epochs: smaller models trained longer
+    trial_epochs: dict[int, int] = Field(default_factory=dict)  # epochs each model retrained for
     retrained: list[int]  # the proxy front's trials, each retrained
     dropped: list[int]  # retrained, but dominated at full fidelity
     kendall_tau: float | None  # proxy vs full validation accuracy over `retrained`

@@ -3,7 +3,8 @@
 A proxy search trains each student on a stratified subset for a few epochs
 (`training.train_subset`, `training.epochs`), which ranks candidates cheaply but
 understates what each can reach. Finalize retrains every model of the proxy front from
-the teacher, on all training images for `training.final_epochs`, with the same seed,
+the teacher, on all training images for `training.final_epochs` (with
+`training.final_max_epochs`, smaller models for more: `retraining_epochs`), with the same seed,
 records both figures in pareto.json, rebuilds the front on the full-fidelity figures,
 and reports how well the proxy ranked the retrained models: Kendall's tau between
 proxy and full validation accuracy (1: the same order, 0: no relation).
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from scipy.stats import kendalltau
 
+from automl.config import TrainingConfig
 from automl.errors import UserError
 from automl.experiment import Experiment, prepare
 from automl.run.documents import (
@@ -86,28 +88,32 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
     candidates = _candidates(run)
     exp = exp or prepare(config)
     t = config.training
-    full = t.model_copy(update={"epochs": t.final_epochs or t.epochs, "train_subset": None})
     proxy_ctx = exp.trial_context()
     proxy_images = len(exp.data.train) if proxy_ctx.subset is None else len(proxy_ctx.subset)
-    ctx = dataclasses.replace(proxy_ctx, training=full, subset=None)
+    largest = max(m.macs for m in candidates)
+    epochs = {m.trial: retraining_epochs(m.macs, largest, t) for m in candidates}
     done: list[Retrained] = []
-    pending = sum(m.macs for m in candidates if not (run_dir.path / final_name(m.trial)).exists())
-    done_macs, retrain_start = 0, time.perf_counter()
+    found_before = {m.trial: _read_retrained(m, epochs[m.trial], run_dir.path) for m in candidates}
+    # time left from the compute retrained so far: a model's training costs about its MACs
+    # times its epochs
+    pending = sum(m.macs * epochs[m.trial] for m in candidates if found_before[m.trial] is None)
+    done_compute, retrain_start = 0, time.perf_counter()
     for k, member in enumerate(candidates, 1):
         path = run_dir.path / final_name(member.trial)
-        found = _read_retrained(path, member)
+        found = found_before[member.trial]
         if found is None:
-            # time left from the MACs retrained so far: a model's training costs about its MACs
             left = ""
-            if done_macs:
-                rate = (time.perf_counter() - retrain_start) / done_macs
-                left = f", about {duration(rate * (pending - done_macs))} left"
+            if done_compute:
+                rate = (time.perf_counter() - retrain_start) / done_compute
+                left = f", about {duration(rate * (pending - done_compute))} left"
             say(
-                f"finalize {k}/{len(candidates)}: trial {member.trial}, {full.epochs} epochs on "
-                f"{len(exp.data.train)} images{left}"
+                f"finalize {k}/{len(candidates)}: trial {member.trial}, {epochs[member.trial]} "
+                f"epochs on {len(exp.data.train)} images{left}"
             )
+            training = t.model_copy(update={"epochs": epochs[member.trial], "train_subset": None})
+            ctx = dataclasses.replace(proxy_ctx, training=training, subset=None)
             result, model = run_trial(member.architecture, ctx, run.trial_seed(member.trial))
-            done_macs += member.macs
+            done_compute += member.macs * epochs[member.trial]
             proxy = Scores(**member.model_dump(include=set(Scores.model_fields)))
             meta = {
                 "trial": member.trial,
@@ -128,10 +134,12 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
         member.proxy = by_trial[member.trial].proxy
     on_front = {m.trial for m in pareto.front}
     pareto.finalized = Finalized(
-        epochs=full.epochs,
+        epochs=t.final_epochs or t.epochs,
         train_images=len(exp.data.train),
         proxy_epochs=t.epochs,
         proxy_train_images=proxy_images,
+        max_epochs=t.final_max_epochs,
+        trial_epochs={r.trial: r.result.epochs for r in done},
         retrained=[r.trial for r in done],
         dropped=[r.trial for r in done if r.trial not in on_front],
         kendall_tau=rank_correlation(
@@ -147,6 +155,21 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
     page = build_report(pareto, run_dir.read_trial_points(), report_title(config.name))
     write_atomic(run_dir.report_html, page)
     return pareto
+
+
+def retraining_epochs(macs: int, largest_macs: int, training: TrainingConfig) -> int:
+    """The epochs finalize retrains a front model of `macs` for: `final_epochs` (or `epochs`);
+    with `final_max_epochs`, a smaller model trains longer, so that its MACs times epochs
+    match the front's largest model's at `final_epochs`, never beyond `final_max_epochs`.
+
+    That is training at equal compute, the Scratch-B budget of Liu et al. 2019 ("Rethinking
+    the value of network pruning"), where small models trained for the same epochs as large
+    ones are undertrained rather than worse.
+    """
+    base = training.final_epochs or training.epochs
+    if training.final_max_epochs is None:
+        return base
+    return min(training.final_max_epochs, max(base, round(base * largest_macs / max(macs, 1))))
 
 
 def rank_correlation(proxy: list[float], full: list[float]) -> float | None:
@@ -169,8 +192,10 @@ def _candidates(run: SearchRun) -> list[FrontMember]:
     return list(read_document(kept, ParetoDocument).front)
 
 
-def _read_retrained(path: Path, member: FrontMember) -> Retrained | None:
-    """A model retrained by an earlier, interrupted finalize, if its files are complete."""
+def _read_retrained(member: FrontMember, epochs: int, run_dir: Path) -> Retrained | None:
+    """A model retrained by an earlier, interrupted finalize, if its files are complete and it
+    trained for `epochs` (a resumed search may bring a larger front, hence other epochs)."""
+    path = run_dir / final_name(member.trial)
     meta = path.with_suffix(".json")
     if not (path.is_file() and meta.is_file()):
         return None
@@ -178,6 +203,9 @@ def _read_retrained(path: Path, member: FrontMember) -> Retrained | None:
         doc = json.loads(meta.read_text())
         if doc.get("architecture") != member.architecture.model_dump(mode="json"):
             return None
-        return Retrained(member.trial, Scores(**doc["proxy"]), TrialResult(**doc["result"]))
+        result = TrialResult(**doc["result"])
+        if result.epochs != epochs:
+            return None
+        return Retrained(member.trial, Scores(**doc["proxy"]), result)
     except (ValueError, KeyError, TypeError):
         return None

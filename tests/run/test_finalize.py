@@ -3,13 +3,21 @@ pareto.json, the front rebuilt on the full ones, the proxy's rank correlation, r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from automl.config import validate_config
-from automl.run.finalize import final_name, finalize, rank_correlation
+from automl.config import TrainingConfig, validate_config
+from automl.run.documents import ParetoDocument, read_document
+from automl.run.finalize import (
+    PROXY_PARETO,
+    final_name,
+    finalize,
+    rank_correlation,
+    retraining_epochs,
+)
 from automl.run.finished import open_search_run
 from automl.run.search import run_search
 from automl.training import accuracy
@@ -60,6 +68,45 @@ def test_finalize_again_reuses_what_is_done_and_redoes_what_is_missing(proxy_run
     assert all(fresh[t] == stamps[t] for t in retrained[1:])
     result = cli_in_process("finalize", out)
     assert result.exit_code == 0 and "Kendall tau" in result.stdout
+
+
+def test_finalize_at_equal_compute_trains_smaller_models_longer(proxy_run):
+    out, _ = proxy_run
+    run = open_search_run(out)
+    training = run.config.training.model_copy(update={"final_max_epochs": 8})
+    config = run.config.model_copy(update={"training": training})
+    run = dataclasses.replace(run, doc=run.doc.model_copy(update={"config": config}))
+    members = read_document(out / PROXY_PARETO, ParetoDocument).front
+    largest = max(m.macs for m in members)
+    expected = {m.trial: retraining_epochs(m.macs, largest, training) for m in members}
+    assert expected[max(members, key=lambda m: m.macs).trial] == 2
+    assert max(expected.values()) > 2  # the front spreads its MACs enough to tell
+    stamps = {t: (out / final_name(t)).stat().st_mtime_ns for t in expected}
+    done = finalize(run).finalized
+    assert done.max_epochs == 8 and done.trial_epochs == expected
+    for trial, epochs in expected.items():
+        meta = json.loads((out / final_name(trial)).with_suffix(".json").read_text())
+        assert meta["result"]["epochs"] == epochs
+        # a model already retrained for its epochs is reused, any other trained again
+        reused = (out / final_name(trial)).stat().st_mtime_ns == stamps[trial]
+        assert reused == (epochs == 2)
+
+
+def test_retraining_epochs_match_the_largest_model_s_compute_up_to_the_cap():
+    same = TrainingConfig(epochs=1, final_epochs=3)
+    equal = TrainingConfig(epochs=1, final_epochs=3, final_max_epochs=15)
+    assert [retraining_epochs(m, 100, same) for m in (100, 50, 1)] == [3, 3, 3]
+    assert [retraining_epochs(m, 100, equal) for m in (100, 90, 50, 20, 19, 1)] == [
+        3,
+        3,  # 3.33 rounds to 3: never below final_epochs
+        6,
+        15,
+        15,  # 15.8: the cap
+        15,
+    ]
+    assert retraining_epochs(0, 100, equal) == 15  # a model of no MACs cannot divide by zero
+    assert equal.is_proxy and TrainingConfig(epochs=3, final_max_epochs=9).is_proxy
+    assert not TrainingConfig(epochs=3, final_max_epochs=3).is_proxy
 
 
 def test_rank_correlation():
