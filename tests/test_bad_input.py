@@ -19,6 +19,7 @@ from PIL import Image
 from tests.conftest import cli_in_process, tiny_raw, write_config
 
 KD_INT = {"type": "int"}
+SPARSE = ["depth", "channels", "sparsity", "weight_quant"]
 
 
 def assert_refused(result: Any, needle: str) -> None:
@@ -155,6 +156,18 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         {"training.train_subset": 100, "training.batch_size": 101},
         [],
         "training.batch_size: 101 is more than the 100 images it is drawn from",
+    ),
+    (
+        "sparsity above its limit",
+        {"search_space.techniques": SPARSE, "search_space.sparsity": 1.5},
+        [],
+        "search_space.sparsity: 1.5 is not allowed (Input should be less than or equal to 0.99)",
+    ),
+    (
+        "unknown sparsity scope",
+        {"search_space.techniques": SPARSE, "search_space.sparsity_scope": "regional"},
+        [],
+        "search_space.sparsity_scope: 'regional' is not allowed",
     ),
     (
         "equal-compute cap below the final epochs",

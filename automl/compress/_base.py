@@ -86,7 +86,10 @@ class BuildContext:
 @dataclass
 class TensorCost:
     """How one tensor is stored once deployed: `values` numbers of `bits` each, plus
-    `overhead_bits` (quantization scales, sparse indices)."""
+    `overhead_bits` (quantization scales, sparse indices). Fewer `values` than the tensor
+    holds means only its non-zeros are stored, with their positions (`position_bits`);
+    `bits` below 32 means symmetric integer codes with one fp32 scale per output channel.
+    The packed student file writes every tensor so, which keeps the figure honest."""
 
     values: int
     bits: int = 32
@@ -187,6 +190,18 @@ def check_field_values(info: FieldInfo, name: str, values: list[Any], per_stage:
 
 def _stage_marker(metadata: list[Any]) -> StageField | None:
     return next((m for m in metadata if isinstance(m, StageField)), None)
+
+
+def position_bits(numel: int, nonzeros: int) -> int:
+    """Bits that say where the non-zeros of a sparse tensor of `numel` values sit: a bitmap (a
+    bit per value) or a list of indices of ceil(log2 numel) bits each, whichever is smaller.
+    The packed student file (`automl.student.packed`) stores them so."""
+    return min(numel, nonzeros * index_bits(numel))
+
+
+def index_bits(numel: int) -> int:
+    """Bits of one index into a tensor of `numel` values."""
+    return max(1, math.ceil(math.log2(numel))) if numel > 1 else 1
 
 
 def packed_bytes(costs: dict[str, TensorCost]) -> int:

@@ -2,6 +2,9 @@
 
 model.onnx          int8 QDQ (every weight at most 8 bits) or fp32, checked against PyTorch
 model.safetensors   the fp32 PyTorch weights (fake-quant folded)
+model.packed        every tensor as the packed size counts it (integer codes at their bits,
+                    sparse weights as non-zeros and positions): the packed size as a file;
+                    `automl.student.packed.load_packed_student` rebuilds the dense model
 architecture.json   the Architecture; `cli.py train` retrains it
 card.json, card.md  metrics, teacher, data, `preprocess`, and the command that reproduces it
 """
@@ -33,10 +36,19 @@ from automl.run.documents import FrontMember
 from automl.run.finished import SearchRun
 from automl.run.lock import run_lock
 from automl.student.build import deploy_form
+from automl.student.files import skeleton
+from automl.student.packed import write_packed
 from search_spaces import Architecture
 
 OWNER = "owner"  # in a staging folder: the PID of the export writing it
-FILES = ("model.onnx", "model.safetensors", "architecture.json", "card.json", "card.md")
+FILES = (
+    "model.onnx",
+    "model.safetensors",
+    "model.packed",
+    "architecture.json",
+    "card.json",
+    "card.md",
+)
 
 
 def check_out_dir(out: Path) -> None:
@@ -119,8 +131,20 @@ def _export(
             settings,
         )
         shutil.copyfile(run.run_dir.path / member.weights, stage / "model.safetensors")
+        teacher = run.config.teacher
+        _, stages = skeleton(
+            arch,
+            teacher.model,
+            data.in_chans,
+            data.num_classes,
+            data.image_size,
+            teacher.small_input,
+        )
+        packed = write_packed(
+            stage / "model.packed", model, stages, arch, {"trial": trial, "teacher": teacher.model}
+        )
         (stage / "architecture.json").write_text(arch.model_dump_json(indent=2) + "\n")
-        card = _card(run, member, arch, form, dep, latency, data, command)
+        card = _card(run, member, arch, form, dep, latency, data, command, packed)
         (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
         (stage / "card.md").write_text(card_markdown(card))
         if out.exists():
@@ -158,6 +182,7 @@ def _card(
     latency: dict[str, dict[str, float]],
     data: DataBundle,
     command: str,
+    packed_bytes: int,
 ) -> dict[str, Any]:
     teacher = run.pareto.teacher
     return {
@@ -170,6 +195,7 @@ def _card(
             "test_accuracy": dep.torch_test_accuracy,
             "onnx_test_accuracy": dep.onnx_test_accuracy,
             "packed_size_bytes": member.size_bytes,
+            "packed_file_bytes": packed_bytes,
             "onnx_bytes": dep.onnx_bytes,
             "fp32_onnx_bytes": dep.fp32_onnx_bytes,
             "params": member.params,
@@ -268,6 +294,7 @@ An {card["format"]} ONNX student of `{t["model"]}`, distilled on `{card["data"][
 | test accuracy (PyTorch) | {m["test_accuracy"]:.4f} | {t["test_accuracy"]:.4f} |
 | test accuracy (ONNX Runtime) | {m["onnx_test_accuracy"]:.4f} | |
 | size, packed bits | {m["packed_size_bytes"] / 1000:.1f} kB | {t["size_bytes"] / 1000:.1f} kB |
+| model.packed | {m["packed_file_bytes"] / 1000:.1f} kB | |
 | model.onnx | {m["onnx_bytes"] / 1000:.1f} kB | |
 | fp32 ONNX export | {m["fp32_onnx_bytes"] / 1000:.1f} kB | |
 | parameters | {m["params"]:,} | |

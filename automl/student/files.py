@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
-from automl.stages import find_stages
+from automl.stages import Stage, find_stages
 from automl.student.build import restore_structure
 from search_spaces import Architecture
 from teachers.load import create_teacher
@@ -53,12 +53,35 @@ def load_student(
     mode, CPU."""
     state = load_file(str(path))
     arch = Architecture.model_validate_json(_metadata(path)["architecture"])
+    model, _ = skeleton(arch, teacher_name, in_chans, num_classes, image_size, small_input)
+    fill_state(model, state)
+    return model.eval(), arch
+
+
+def skeleton(
+    arch: Architecture,
+    teacher_name: str,
+    in_chans: int,
+    num_classes: int,
+    image_size: tuple[int, int],
+    small_input: bool = False,
+) -> tuple[nn.Module, list[Stage]]:
+    """A fresh teacher-shaped model with what a state dict of `arch` cannot express redone
+    (dropped blocks), and the teacher's stages, whose module paths still name its layers."""
     model = create_teacher(teacher_name, in_chans, num_classes, small_input=small_input)
     stages = find_stages(model, torch.zeros(1, in_chans, *image_size))
     restore_structure(model, stages, arch)
+    return model, stages
+
+
+def fill_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Resize `model` (from `skeleton`) to `state` and load it. Integer buffers that `state`
+    leaves out (batch norm's step counter, which the packed file does not keep) stay as
+    they are."""
     resize_to_state(model, state)
-    model.load_state_dict(state)
-    return model.eval(), arch
+    own = model.state_dict()
+    missing = {k: v for k, v in own.items() if k not in state and not v.is_floating_point()}
+    model.load_state_dict({**state, **missing})
 
 
 def _metadata(path: Path) -> dict[str, str]:

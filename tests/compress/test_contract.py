@@ -1,7 +1,8 @@
 """The contract every registered technique meets, run over each of them (the built-in ones and
 the plugin in tests/toy_techniques.py) on a ResNet and a MobileNetV3: built alone along its
 ladder it runs forward and its packed size never rises; its strongest setting round-trips
-through the student file and through ONNX; its default dimensions make a valid space."""
+through the student file, through the packed file (whose bytes are its packed size) and
+through ONNX; its default dimensions make a valid space."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from automl.compress import get_technique, list_techniques, onnx_format
 from automl.deploy.onnx import export_fp32, ort_logits, quantize_int8, session
 from automl.stages import find_stages
 from automl.student.build import build_student, deploy_form, fold, packed_size_bytes
-from automl.student.files import load_student, save_student
+from automl.student.files import fill_state, load_student, save_student, skeleton
+from automl.student.packed import pack_student, read_packed
 from search_spaces import Architecture, SearchSpaceConfig
 
 TEACHERS = ("resnet18", "mobilenetv3_small_050")
@@ -45,7 +47,7 @@ def strongest(name: str, model, stages) -> tuple[Architecture, torch.nn.Module]:
 
 
 def test_the_registry_holds_the_built_in_techniques_and_the_plugin():
-    assert {"channels", "depth", "weight_quant", "half_stages"} <= set(TECHNIQUES)
+    assert {"channels", "depth", "sparsity", "weight_quant", "half_stages"} <= set(TECHNIQUES)
 
 
 @pytest.mark.parametrize("name", TECHNIQUES)
@@ -73,6 +75,24 @@ def test_its_strongest_setting_round_trips_through_the_student_file(teacher, nam
     assert loaded_arch == arch
     with torch.no_grad():
         assert torch.allclose(loaded(X), student(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TECHNIQUES)
+def test_its_strongest_setting_is_its_packed_size_as_a_file(teacher, name):
+    teacher_name, model, stages = teacher
+    arch = ladder_archs(name, stages)[-1]
+    built = build_student(model, stages, arch, (X, Y))
+    figure = packed_size_bytes(built, arch)
+    student = built.model.eval()
+    fold(student)
+    data = pack_student(student, stages, arch)
+    assert abs(len(data) / figure - 1) <= 0.05, (len(data), figure)
+    state, loaded_arch, _ = read_packed(data)
+    assert loaded_arch == arch
+    loaded, _ = skeleton(arch, teacher_name, 1, 10, (16, 16))
+    fill_state(loaded, state)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(X), student(X), atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", TECHNIQUES)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
 from automl.deploy.check import ExportCheckFailed
 from automl.deploy.export import (
@@ -20,6 +21,7 @@ from automl.deploy.export import (
 from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.run.finished import open_search_run
+from automl.student.packed import load_packed_student
 from tests.deploy.test_check import nothing_passes
 
 QUICK = MeasureSettings(batch_sizes=(1, 4), rounds=1, calls=2, warmup=1)
@@ -48,6 +50,24 @@ def test_the_folder_holds_its_files_and_a_card_that_reads(searched_run, tmp_path
     assert ratio["batch_4"] == pytest.approx(
         lat["fp32 export"]["batch_4"] / lat["model.onnx"]["batch_4"], rel=0.01
     )
+    packed = card["metrics"]["packed_file_bytes"]
+    assert packed == (tmp_path / "model" / "model.packed").stat().st_size
+    assert abs(packed / card["metrics"]["packed_size_bytes"] - 1) <= 0.05
+    data = run.load_data()
+    dense, _ = run.load_model(run.member(trial), data)
+    teacher = run.config.teacher
+    rebuilt, arch = load_packed_student(
+        tmp_path / "model" / "model.packed",
+        teacher.model,
+        data.in_chans,
+        data.num_classes,
+        data.image_size,
+        teacher.small_input,
+    )
+    assert arch == run.member(trial).architecture
+    x = data.example_input(8)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), dense(x), atol=1e-5, rtol=1e-5)
     text = (tmp_path / "model" / "card.md").read_text()
     assert f"trial {trial}" in text and "weight bits" in text and "int8 against its fp32" in text
     fp32_card = {**card, "format": "fp32", "int8_speedup_vs_fp32": None}

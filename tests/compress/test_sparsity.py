@@ -1,0 +1,125 @@
+"""Unstructured magnitude pruning: exact counts, local against global, masks that hold through
+distillation, with channel pruning and quantization in one student, and an honest size."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch.nn.utils import parametrize
+
+from automl.compress._base import index_bits, position_bits
+from automl.compress.channels import ChannelsParams
+from automl.compress.sparsity import SparsityParams, WeightMask, magnitude_masks, sparse_layers
+from automl.compress.weight_quant import WeightQuantParams
+from automl.data.bundle import Split
+from automl.stages import find_stages
+from automl.student.build import build_student, fold, packed_size_bytes, tensor_costs
+from automl.student.packed import pack_student
+from automl.training import FitSettings, cross_entropy_loss, fit
+from search_spaces import Architecture
+
+X = torch.randn(16, 1, 16, 16)
+Y = torch.randint(0, 10, (16,))
+
+
+def resnet():
+    model = timm.create_model("resnet18", in_chans=1, num_classes=10).eval()
+    return model, find_stages(model, X[:1])
+
+
+def sparse_arch(stages, sparsity, scope="local", keep=None, bits=None) -> Architecture:
+    n = len(stages)
+    parts = {"sparsity": SparsityParams(sparsity=[sparsity] * n, sparsity_scope=scope)}
+    if keep is not None:
+        parts["channels"] = ChannelsParams(channel_keep=[keep] * n)
+    if bits is not None:
+        parts["weight_quant"] = WeightQuantParams(bits=[bits] * n, stem_head_bits=8)
+    return Architecture.compose(parts)
+
+
+def test_local_removes_each_tensor_s_own_smallest_weights():
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, 3, 3), torch.randn(16, 8) * 10]
+    masks = magnitude_masks(weights, [0.5, 0.25], "local")
+    for w, m, s in zip(weights, masks, [0.5, 0.25], strict=True):
+        assert m.shape == w.shape and int((m == 0).sum()) == round(s * w.numel())
+        assert w[m == 0].abs().max() <= w[m == 1].abs().min()
+
+
+def test_global_removes_the_same_number_below_one_threshold():
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, 3, 3), torch.randn(16, 8) * 10]  # the second is larger
+    masks = magnitude_masks(weights, [0.5, 0.25], "global")
+    removed = [int((m == 0).sum()) for m in masks]
+    assert sum(removed) == round(0.5 * 288) + round(0.25 * 128)
+    cut = max(w[m == 0].abs().max() for w, m in zip(weights, masks, strict=True))
+    assert all(w[m == 1].abs().min() >= cut for w, m in zip(weights, masks, strict=True))
+    assert removed[0] > round(0.5 * 288)  # the small-weight tensor gives more than locally
+
+
+def test_position_bits_take_the_cheaper_of_a_bitmap_and_an_index_list():
+    assert index_bits(1024) == 10 and index_bits(1025) == 11
+    assert position_bits(1024, 10) == 100  # 10 indices of 10 bits
+    assert position_bits(1024, 900) == 1024  # a bitmap
+
+
+def test_the_stem_and_the_head_stay_dense_and_masks_hold_through_training():
+    model, stages = resnet()
+    arch = sparse_arch(stages, 0.6)
+    student = build_student(model, stages, arch, (X, Y))
+    layers = sparse_layers(student, arch.params("sparsity"))
+    names = {name for name, _, _ in layers}
+    assert "conv1" not in names and "fc" not in names and "layer1.0.conv1" in names
+    masks = {}
+    for name, module, _ in layers:
+        mask = next(p for p in module.parametrizations.weight if isinstance(p, WeightMask)).mask
+        assert abs(float((mask == 0).float().mean()) - 0.6) < 0.01
+        masks[name] = mask.clone()
+    fit(
+        student.model,
+        Split(X, Y),
+        cross_entropy_loss,
+        FitSettings(epochs=3, lr=1e-2, weight_decay=0.0, batch_size=8),
+        torch.device("cpu"),
+        seed=0,
+    )
+    modules = dict(student.model.named_modules())
+    for name, mask in masks.items():
+        weight = modules[name].weight.detach()
+        assert (weight[mask == 0] == 0).all() and (weight[mask == 1] != 0).all()
+    assert not (modules["conv1"].weight == 0).any()
+
+
+def test_with_channels_and_quantization_in_one_student_zeros_survive_the_fold():
+    model, stages = resnet()
+    arch = sparse_arch(stages, 0.5, "global", keep=0.5, bits=4)
+    assert [t for t in arch.techniques] == ["channels", "sparsity", "weight_quant"]
+    built = build_student(model, stages, arch, (X, Y))
+    conv = built.model.layer2[0].conv1
+    assert conv.out_channels == 64  # 128 channels, half kept
+    chain = [type(p).__name__ for p in conv.parametrizations.weight]
+    assert chain == ["WeightMask", "FakeQuantize"]  # masked, then quantized
+    zeros = int((conv.weight == 0).sum())
+    figure = packed_size_bytes(built, arch)
+    fold(built.model)
+    assert not parametrize.is_parametrized(conv)
+    assert int((conv.weight == 0).sum()) == zeros
+    assert abs(len(pack_student(built.model, stages, arch)) / figure - 1) <= 0.05
+
+
+def test_the_packed_size_counts_non_zeros_at_their_bits_plus_positions():
+    model, stages = resnet()
+    dense = sparse_arch(stages, 0.0, bits=8)
+    sparse = sparse_arch(stages, 0.75, bits=8)
+    dense_student = build_student(model, stages, dense, (X, Y))
+    sparse_student = build_student(model, stages, sparse, (X, Y))
+    saved = 0
+    for name, module, _ in sparse_layers(sparse_student, sparse.params("sparsity")):
+        n = module.weight.numel()
+        kept = int(torch.count_nonzero(module.weight))
+        assert kept == n - round(0.75 * n)
+        saved += (n - kept) * 8 - position_bits(n, kept)
+        costs = tensor_costs(sparse_student.model)
+        assert costs[f"{name}.weight"].values == n  # before the techniques' accounts
+    difference = packed_size_bytes(dense_student, dense) - packed_size_bytes(sparse_student, sparse)
+    assert abs(difference - saved / 8) <= 1
