@@ -60,6 +60,11 @@ class TeacherCard(BaseModel):
     recipe: dict[str, Any]
     timm_version: str
     torch_version: str
+    rewind_epoch: int | None = None  # the epoch whose weights rewind.safetensors holds
+
+
+REWIND_EPOCH = 1  # of 15 on Fashion-MNIST: 7% of training, early as in Frankle et al. 2020
+REWIND_FILE = "rewind.safetensors"
 
 
 @dataclass
@@ -70,6 +75,16 @@ class Teacher:
     card: TeacherCard
     train_logits: torch.Tensor  # (N_train, num_classes), fp32, CPU
     cache_dir: Path
+
+    def rewind_state(self) -> dict[str, torch.Tensor] | None:
+        """The teacher's weights early in its training (after epoch `card.rewind_epoch`), for
+        students rewound to them (lottery tickets with rewinding); None when the cache holds
+        none (a teacher trained for fewer epochs, loaded from a checkpoint untrained, or
+        cached before rewind points were kept)."""
+        path = self.cache_dir / REWIND_FILE
+        if self.card.rewind_epoch is None or not path.is_file():
+            return None
+        return load_file(str(path))
 
 
 def fingerprint(config: TeacherConfig, data: DataBundle) -> str:
@@ -261,6 +276,7 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
     )
     check_takes_inputs(model, config.model, data.example_input(2))
     source = "pretrained" if config.pretrained else "scratch"
+    rewind: dict[str, torch.Tensor] = {}
     if config.checkpoint is not None:
         where = f"teacher.checkpoint {config.checkpoint}"
         replaced = load_weights(model, read_state_dict(config.checkpoint), where, True)
@@ -276,7 +292,19 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         log.info("training teacher %s for %d epochs on %s", config.model, config.epochs, device)
         loss = RunningLoss(cross_entropy_loss)
         progress = epoch_progress(model, config.model, config.epochs, data.val, device, loss)
-        fit(model, data.train, loss, settings, device, config.seed, progress, augment)
+
+        def on_epoch(epoch: int) -> bool:
+            if epoch == REWIND_EPOCH < config.epochs:
+                state = model.state_dict()  # a copy: training goes on in place
+                rewind.update(
+                    {
+                        k: v.detach().clone(memory_format=torch.contiguous_format).cpu()
+                        for k, v in state.items()
+                    }
+                )
+            return progress(epoch)
+
+        fit(model, data.train, loss, settings, device, config.seed, on_epoch, augment)
         source += "+trained"
     model = model.cpu().eval()
     train_logits = predict_split(model, data.train, torch.device("cpu"))
@@ -299,8 +327,11 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         recipe=config.model_dump(mode="json", exclude={"cache_dir"}),
         timm_version=timm.__version__,
         torch_version=torch.__version__,
+        rewind_epoch=REWIND_EPOCH if rewind else None,
     )
     directory.mkdir(parents=True, exist_ok=True)
+    if rewind:
+        save_file(rewind, str(directory / REWIND_FILE), metadata={"epoch": str(REWIND_EPOCH)})
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(directory / "model.safetensors"), metadata={"fingerprint": expected})
     save_file(

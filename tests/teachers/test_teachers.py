@@ -15,7 +15,7 @@ from automl.augment import AugmentConfig
 from automl.data import load_data
 from automl.errors import UserError
 from automl.experiment import prepare
-from automl.training import Batch
+from automl.training import Batch, accuracy
 from teachers.cache import RunningLoss, cache_path, epoch_progress, fingerprint, get_teacher
 from teachers.load import create_teacher
 from teachers.spec import TeacherConfig
@@ -29,6 +29,23 @@ def test_a_short_recipe_trains_an_accurate_teacher(tiny):
     assert teacher.train_logits.shape == (len(data.train), 10)
     state = teacher.model.state_dict().items()
     assert not [k for k, v in state if v.is_floating_point() and not v.isfinite().all()]
+
+
+def test_the_cache_keeps_the_weights_of_the_first_epoch_for_rewinding(tiny):
+    teacher, data = tiny.teacher, tiny.data
+    assert teacher.card.rewind_epoch == 1
+    early = teacher.rewind_state()
+    final = teacher.model.state_dict()
+    assert early.keys() == final.keys()
+    assert all(early[k].shape == final[k].shape for k in final)
+    moved = [
+        k for k in final if final[k].is_floating_point() and not torch.equal(early[k], final[k])
+    ]
+    assert "conv1.weight" in moved and "fc.weight" in moved  # five more epochs changed them
+    rewound = create_teacher("resnet18", data.in_chans, data.num_classes)
+    rewound.load_state_dict(early)
+    val = accuracy(rewound.eval(), data.val, torch.device("cpu"))
+    assert val < teacher.card.val_accuracy  # an early point of training, not the result
 
 
 def test_teacher_training_reports_each_epoch(tiny, caplog):
