@@ -71,6 +71,7 @@ class Experiment:
             c.latency,
             self.device,
             subset,
+            self.teacher.rewind_state(),
         )
 
 

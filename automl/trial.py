@@ -102,6 +102,7 @@ class TrialContext:
     latency: LatencyConfig
     device: torch.device
     subset: torch.Tensor | None = None
+    rewind: dict[str, torch.Tensor] | None = None  # the teacher's early weights (`init`)
 
     def augmenter(self) -> Augmenter | None:
         """How a student's batches are augmented: views of the bank, fresh ones when online,
@@ -116,7 +117,7 @@ class TrialContext:
     def build(self, arch: Architecture) -> Student:
         """The student of `arch`, cut from the teacher (calibrated on 64 training images)."""
         calibration = (self.data.example_input(64), self.data.train.y[:64])
-        return build_student(self.teacher, self.stages, arch, calibration)
+        return build_student(self.teacher, self.stages, arch, calibration, self.rewind)
 
     def fit_settings(self, epochs: int | None = None) -> FitSettings:
         """The search's training recipe, for `epochs` (default: training.epochs)."""

@@ -99,11 +99,16 @@ class Architecture(BaseModel):
         return row
 
     @classmethod
-    def compose(cls, params: dict[str, TechniqueParams], **recipe: float) -> Architecture:
+    def compose(
+        cls, params: dict[str, TechniqueParams], num_stages: int | None = None, **recipe: float
+    ) -> Architecture:
         """The architecture of chosen techniques' values, e.g. one technique along its ladder;
-        `recipe` may set kd_temperature and kd_alpha."""
+        `num_stages` is needed only when no technique has a per-stage field; `recipe` may set
+        kd_temperature and kd_alpha."""
         techniques = techniques_in_order(list(params))
         n = {len(getattr(params[t.name], f)) for t in techniques for f in t.stage_fields()}
+        if not n and num_stages is not None:
+            n = {num_stages}
         if len(n) != 1:
             raise ValueError(f"per-stage values must have one length, got lengths {sorted(n)}")
         stages: list[dict[str, Any]] = [{} for _ in range(n.pop())]

@@ -23,7 +23,8 @@ A technique is a subclass of `Technique` decorated with `register_technique`:
 - `deploy_form(params)`: what the deployed ONNX form must keep.
 - `describe(params)`: short labelled values for the report and the model card.
 - `ladder(stages)`: settings from the mildest to the strongest compression; the contract suite
-  checks that the packed size never rises along it.
+  checks that the packed size never rises along it, and falls, unless `compresses` is False
+  (a technique that changes how a student starts or trains, not what it stores: `init`).
 
 `stage_range`, `restore` and `account` default to nothing, which fits a technique whose result a
 state dict holds and whose tensors are stored dense at fp32; the rest must be written.
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
@@ -69,18 +70,28 @@ class TechniqueParams(BaseModel):
 @dataclass
 class Student:
     """A student while it is built: the model (a copy of the teacher) and the teacher's stages,
-    which module paths still name after blocks are dropped and channels removed."""
+    which module paths still name after blocks are dropped and channels removed.
+
+    `replays`: a technique that changes the structure appends a function that makes the same
+    change to another teacher-shaped model (the same blocks dropped, the same channels
+    removed), so that weights from elsewhere (the teacher early in its training, a fresh
+    initialisation) can be given to the student, tensor by tensor."""
 
     model: nn.Module
     stages: list[Stage]
+    replays: list[Callable[[nn.Module], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class BuildContext:
     """What building may use besides the architecture: a labelled batch of training images,
-    (inputs (B, C, H, W), labels (B,)), to trace the model and to score gradient criteria."""
+    (inputs (B, C, H, W), labels (B,)), to trace the model and to score gradient criteria;
+    the teacher the student was copied from; and the teacher's weights early in its training
+    (`rewind`, a state dict of the teacher's shape), when its cache holds them."""
 
     calibration: tuple[torch.Tensor, torch.Tensor]
+    teacher: nn.Module | None = None
+    rewind: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -130,6 +141,7 @@ class Technique(ABC):
     order: ClassVar[int]
     Params: ClassVar[type[TechniqueParams]]
     space: ClassVar[dict[str, Any]]
+    compresses: ClassVar[bool] = True  # False: it changes how a student trains, not its size
 
     @classmethod
     def stage_fields(cls) -> list[str]:

@@ -44,9 +44,11 @@ class Channels(Technique):
     }
 
     def apply(self, student: Student, params: ChannelsParams, ctx: BuildContext) -> None:
-        prune_channels(
+        history = prune_channels(
             student.model, student.stages, params.channel_keep, params.criterion, ctx.calibration
         )
+        example = ctx.calibration[0][:1]
+        student.replays.append(lambda model: replay_channels(model, history, example))
 
     def deploy_form(self, params: ChannelsParams) -> DeployForm:
         return DeployForm()
@@ -66,12 +68,12 @@ def prune_channels(
     criterion: str,
     calibration: tuple[torch.Tensor, torch.Tensor],
     round_to: int = 4,
-) -> None:
+) -> list[Any]:
     """Remove output channels in place so that stage i keeps about `keep[i]` of its channels.
     `calibration` is an (inputs, labels) batch: the trace input, and the loss for gradient
-    criteria."""
+    criteria. Returns torch-pruning's record of what was removed (`replay_channels`)."""
     if all(k >= 1.0 for k in keep):
-        return
+        return []
     spec = get_criterion(criterion)
     owner = stage_of_modules(model, stages)
     ratios = {
@@ -95,3 +97,12 @@ def prune_channels(
         F.cross_entropy(model(inputs), labels).backward()
     pruner.step()
     model.zero_grad(set_to_none=True)
+    return list(pruner.pruning_history())
+
+
+def replay_channels(model: nn.Module, history: list[Any], example: torch.Tensor) -> None:
+    """Remove from `model`, shaped as the model `prune_channels` pruned, the very channels it
+    removed there (torch-pruning's pruning history replayed on a new dependency graph)."""
+    if history:
+        graph = tp.DependencyGraph().build_dependency(model.eval(), example_inputs=example)
+        graph.load_pruning_history(history)

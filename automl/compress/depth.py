@@ -40,6 +40,7 @@ class Depth(Technique):
 
     def apply(self, student: Student, params: DepthParams, ctx: BuildContext) -> None:
         self.restore(student.model, student.stages, params)
+        student.replays.append(lambda model: self.restore(model, student.stages, params))
 
     def restore(self, model: nn.Module, stages: list[Stage], params: DepthParams) -> None:
         if len(params.blocks) != len(stages):

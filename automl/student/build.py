@@ -31,16 +31,18 @@ def build_student(
     stages: list[Stage],
     arch: Architecture,
     calibration: tuple[torch.Tensor, torch.Tensor],
+    rewind: dict[str, torch.Tensor] | None = None,
 ) -> Student:
     """A new student; the teacher is left untouched. The student inherits the teacher's
-    weights for every block and channel it keeps, so distillation starts close to it.
-    `calibration` is a labelled batch of training images (see `BuildContext`)."""
+    weights for every block and channel it keeps, so distillation starts close to it, unless
+    a technique gives it others (`init`). `calibration` is a labelled batch of training
+    images and `rewind` the teacher's early weights, when known (see `BuildContext`)."""
     arch.check_fits(stages)
     model = copy.deepcopy(teacher).cpu().eval()
     for p in model.parameters():
         p.requires_grad_(True)
     student = Student(model, stages)
-    ctx = BuildContext(calibration)
+    ctx = BuildContext(calibration, teacher, rewind)
     for technique in techniques_in_order(arch.techniques):
         technique.apply(student, arch.params(technique.name), ctx)
     return student
