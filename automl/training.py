@@ -171,6 +171,7 @@ def fit(
     on_epoch: Callable[[int], bool] | None = None,
     augment: Augmenter | None = None,
     indices: torch.Tensor | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> int:
     """Train `model` with AdamW and a one-cycle cosine schedule; returns the epochs run.
 
@@ -179,8 +180,9 @@ def fit(
     in-memory split moves to `device` once, a streamed one batch by batch. Training runs in
     channels-last memory order (the model is returned in the default order); the forward
     pass runs under bfloat16 autocast when `settings.amp` and `bf16_autocast(device)`.
-    `on_epoch(epoch)` is called after each epoch and may return True to stop. Raises
-    NonFiniteLoss when a loss is NaN or infinite.
+    `on_epoch(epoch)` is called after each epoch and may return True to stop;
+    `on_step(step, total_steps)` after each optimizer step (from 1), for compression that
+    moves while the model trains. Raises NonFiniteLoss when a loss is NaN or infinite.
     """
     model.to(device, memory_format=torch.channels_last).train()
     generator = torch.Generator().manual_seed(seed)
@@ -192,15 +194,16 @@ def fit(
     # epoch, the order being shuffled) waits for the next epoch
     used = len(pool) - (len(pool) % settings.batch_size == 1)
     steps_per_epoch = math.ceil(used / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer,
         max_lr=settings.lr,
-        total_steps=settings.epochs * steps_per_epoch,
+        total_steps=total_steps,
         pct_start=0.15,
         anneal_strategy="cos",
     )
     autocast = settings.amp and bf16_autocast(device)
-    epoch = 0
+    epoch = step = 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
         order = pool[torch.randperm(len(pool), generator=generator)][:used]
@@ -219,6 +222,9 @@ def fit(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps)
         if on_epoch is not None and on_epoch(epoch):
             break
     model.to(memory_format=torch.contiguous_format).eval()

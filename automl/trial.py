@@ -20,7 +20,7 @@ from automl.config import LatencyConfig, TrainingConfig
 from automl.data import DataBundle
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
-from automl.student.build import build_student, fold, packed_size_bytes
+from automl.student.build import build_student, fold, packed_size_bytes, training_hooks
 from automl.training import (
     Augmenter,
     BankViews,
@@ -172,6 +172,7 @@ def run_trial(
         on_epoch,
         augment=ctx.augmenter(),
         indices=ctx.subset,
+        on_step=training_hooks(student, arch),
     )
     train_seconds = time.perf_counter() - start
     model = model.cpu().eval()

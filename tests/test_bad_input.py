@@ -170,6 +170,20 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "search_space.sparsity_scope: 'regional' is not allowed",
     ),
     (
+        "unknown dynamic sparse training",
+        {"search_space.techniques": SPARSE, "search_space.sparse_training": "deep_r"},
+        [],
+        "search_space.sparse_training: 'deep_r' is not allowed (Input should be 'static', 'set' "
+        "or 'rigl')",
+    ),
+    (
+        "unknown init",
+        {"search_space.techniques": [*SPARSE, "init"], "search_space.init": "scratch"},
+        [],
+        "search_space.init: 'scratch' is not allowed (Input should be 'inherit', 'rewind' or "
+        "'reinit')",
+    ),
+    (
         "equal-compute cap below the final epochs",
         {"training.final_epochs": 3, "training.final_max_epochs": 2},
         [],

@@ -20,14 +20,19 @@ A technique is a subclass of `Technique` decorated with `register_technique`:
 - `account(student, params, costs)`: how the deployed student stores its tensors; a technique
   rewrites the entry of each tensor it stores differently (fewer values, fewer bits, scales or
   indices added). Entries compose, so sparsity and quantization of one weight both count.
+- `during_training(student, params)`: step hooks, each called as `hook(step, total_steps)`
+  after every optimizer step of the student's distillation (step counts from 1), for a
+  technique whose compression moves while the student trains (an iterative sparsity
+  schedule, dynamic sparse training).
 - `deploy_form(params)`: what the deployed ONNX form must keep.
 - `describe(params)`: short labelled values for the report and the model card.
 - `ladder(stages)`: settings from the mildest to the strongest compression; the contract suite
   checks that the packed size never rises along it, and falls, unless `compresses` is False
   (a technique that changes how a student starts or trains, not what it stores: `init`).
 
-`stage_range`, `restore` and `account` default to nothing, which fits a technique whose result a
-state dict holds and whose tensors are stored dense at fp32; the rest must be written.
+`stage_range`, `restore`, `account` and `during_training` default to nothing, which fits a
+technique whose result a state dict holds, whose tensors are stored dense at fp32 and which
+does not move during training; the rest must be written.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
     from automl.stages import Stage
 
 T = TypeVar("T")
+StepHook = Callable[[int, int], None]  # (step, total_steps), after each optimizer step
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,9 @@ class Technique(ABC):
 
     def account(self, student: Student, params: Any, costs: dict[str, TensorCost]) -> None:
         return None
+
+    def during_training(self, student: Student, params: Any) -> list[StepHook]:
+        return []
 
     @abstractmethod
     def deploy_form(self, params: Any) -> DeployForm: ...

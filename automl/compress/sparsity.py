@@ -11,6 +11,21 @@ is), so training adapts the weights that remain.
   neural network pruning?", and Zhu & Gupta 2017 prune layer by layer); which serves a BN
   network better is measured in BENCHMARKS.md, not assumed.
 
+`sparsity_schedule` says when:
+
+- `one_shot`: the masks are cut from the teacher's weights before the student trains;
+- `iterative`: the student starts dense and its sparsity rises along the polynomial decay of
+  Zhu and Gupta 2017, s_t = s_f (1 - (1 - t / t_end)^3) (initial sparsity 0, from the first
+  step, power 3; TensorFlow Model Optimization's `PolynomialDecay`), pruning the smallest
+  weights of the moment every `total / UPDATES` steps until `t_end = RAMP_END x total`, and
+  training on at the final sparsity after that.
+
+`sparse_training` moves the mask at a fixed sparsity, each update until `t_end` (Evci et al.
+2020's schedule: a drop fraction `DROP` decayed by a cosine, `DROP / 2 (1 + cos(pi t /
+t_end))`): in every layer that fraction of its kept weights, the smallest, is dropped and as
+many regrow, at random (`set`, Mocanu et al. 2018) or where the dense gradient of the current
+batch is largest (`rigl`, Evci et al. 2020), starting from zero; `static` keeps the mask.
+
 The stem and the head stay dense, as is usual (Gale et al. 2019): they are small and
 sensitive. Packed, a sparse weight costs its non-zeros at their bits plus the cheaper of a
 bitmap (one bit per weight) or an index list (one index of ceil(log2 n) bits per non-zero).
@@ -20,6 +35,7 @@ and claims no speed-up.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
@@ -32,6 +48,7 @@ from automl.compress._base import (
     BuildContext,
     DeployForm,
     PerStage,
+    StepHook,
     Student,
     Technique,
     TechniqueParams,
@@ -42,6 +59,9 @@ from automl.stages import Stage, stage_membership
 
 SPARSIFIABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 MAX_SPARSITY = 0.99
+UPDATES = 20  # mask updates over a training run, at most
+RAMP_END = 0.75  # of the steps: the last update (Evci et al. 2020's T_end)
+DROP = 0.3  # dynamic sparse training's initial drop fraction (Evci et al. 2020)
 DENSE_SPEED = (
     "Unstructured sparsity shrinks the packed file (model.packed) only: ONNX Runtime on a CPU "
     "runs the zeroed weights at dense speed, so no latency gain is claimed for it."
@@ -53,6 +73,8 @@ class SparsityParams(TechniqueParams):
         Annotated[float, Field(ge=0, le=MAX_SPARSITY, description="fraction of weights zeroed")]
     ]
     sparsity_scope: Literal["local", "global"] = "local"
+    sparsity_schedule: Literal["one_shot", "iterative"] = "one_shot"
+    sparse_training: Literal["static", "set", "rigl"] = "static"
 
 
 @register_technique
@@ -63,17 +85,30 @@ class Sparsity(Technique):
     space: ClassVar[dict[str, Any]] = {
         "sparsity": {"type": "float", "low": 0.0, "high": 0.9, "step": 0.1},
         "sparsity_scope": {"type": "choice", "values": ["local", "global"]},
+        "sparsity_schedule": {"type": "choice", "values": ["one_shot", "iterative"]},
+        "sparse_training": {"type": "choice", "values": ["static", "set", "rigl"]},
     }
 
     def apply(self, student: Student, params: SparsityParams, ctx: BuildContext) -> None:
         layers = sparse_layers(student, params)
-        masks = magnitude_masks(
-            [m.weight.detach() for _, m, _ in layers],
-            [params.sparsity[s] for _, _, s in layers],
-            params.sparsity_scope,
-        )
+        weights = [m.weight.detach() for _, m, _ in layers]
+        if params.sparsity_schedule == "iterative":  # dense first; the schedule prunes
+            masks = [torch.ones_like(w) for w in weights]
+        else:
+            targets = [params.sparsity[s] for _, _, s in layers]
+            masks = magnitude_masks(weights, targets, params.sparsity_scope)
         for (_, module, _), mask in zip(layers, masks, strict=True):
-            parametrize.register_parametrization(module, "weight", WeightMask(mask))
+            parametrize.register_parametrization(
+                module, "weight", WeightMask(mask, params.sparse_training == "rigl")
+            )
+
+    def during_training(self, student: Student, params: SparsityParams) -> list[StepHook]:
+        if params.sparsity_schedule == "one_shot" and params.sparse_training == "static":
+            return []
+        layers = sparse_layers(student, params)
+        if not layers:
+            return []
+        return [MaskSchedule(layers, params)]
 
     def account(
         self, student: Student, params: SparsityParams, costs: dict[str, TensorCost]
@@ -94,6 +129,8 @@ class Sparsity(Technique):
         return {
             "sparsity": "/".join(f"{s:.2g}" for s in params.sparsity),
             "sparsity scope": params.sparsity_scope,
+            "sparsity schedule": params.sparsity_schedule,
+            "sparse training": params.sparse_training,
         }
 
     def ladder(self, stages: list[Stage]) -> list[SparsityParams]:
@@ -147,12 +184,91 @@ def _drop_smallest(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class WeightMask(nn.Module):
-    """A parametrization: the layer sees its weight times a fixed 0/1 mask (a buffer, so the
-    schedules that grow or move it change it in place)."""
+    """A parametrization: the layer sees its weight times a 0/1 mask (a buffer, which the
+    schedules that raise or move the sparsity change in place). With `keep_grad`, the
+    gradient of the masked weight, dense (zero where the mask is), is kept as `dense_grad`
+    after each backward pass: what RigL regrows by."""
 
-    def __init__(self, mask: torch.Tensor) -> None:
+    def __init__(self, mask: torch.Tensor, keep_grad: bool = False) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().clone())
+        self.keep_grad = keep_grad
+        self.dense_grad: torch.Tensor | None = None
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask
+        masked = weight * self.mask
+        if self.keep_grad and masked.requires_grad:
+            masked.register_hook(self._keep)
+        return masked
+
+    def _keep(self, grad: torch.Tensor) -> None:
+        self.dense_grad = grad.detach()
+
+
+class MaskSchedule:
+    """The step hook of an iterative schedule and of dynamic sparse training (see the module
+    docstring): at each update step it raises the sparsity toward its target, then moves
+    part of each layer's mask."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module, int]], params: SparsityParams) -> None:
+        self.params = params
+        self.modules = [module for _, module, _ in layers]
+        self.targets = [params.sparsity[stage] for _, _, stage in layers]
+
+    def __call__(self, step: int, total_steps: int) -> None:
+        end = max(1, int(RAMP_END * total_steps))
+        period = max(1, total_steps // UPDATES)
+        if step > end or (step % period and step != end):
+            return
+        with torch.no_grad():
+            if self.params.sparsity_schedule == "iterative":
+                self._prune_to(1 - (1 - step / end) ** 3)
+            if self.params.sparse_training != "static" and step < end:
+                self._move(DROP / 2 * (1 + math.cos(math.pi * step / end)))
+
+    def _masks(self) -> list[WeightMask]:
+        return [_mask_of(m) for m in self.modules]
+
+    def _prune_to(self, fraction: float) -> None:
+        """Each layer at `fraction` of its target sparsity, the smallest weights of the moment
+        going (those already masked count as zero, so they stay masked)."""
+        weights = [m.weight.detach() for m in self.modules]  # masked (and quantized) weights
+        goals = [fraction * t for t in self.targets]
+        for mask, new in zip(
+            self._masks(), magnitude_masks(weights, goals, self.params.sparsity_scope), strict=True
+        ):
+            mask.mask.copy_(new.view_as(mask.mask))
+
+    def _move(self, drop: float) -> None:
+        for module, mask in zip(self.modules, self._masks(), strict=True):
+            # flat copies in logical order, written back whole: training keeps these tensors
+            # channels-last, where flatten() is no view
+            keep = mask.mask.flatten().clone()
+            active = int(keep.sum())
+            k = round(drop * active)
+            if k == 0:
+                continue
+            if self.params.sparse_training == "rigl":
+                if mask.dense_grad is None:
+                    continue
+                score = mask.dense_grad.abs().flatten().float()
+            else:
+                score = torch.rand(keep.shape, device=keep.device)
+            original = module.parametrizations.weight.original  # type: ignore[union-attr]
+            values = original.flatten().clone()
+            magnitude = torch.where(keep > 0, values.abs(), math.inf)
+            dropped = torch.topk(magnitude, k, largest=False).indices
+            keep[dropped] = 0.0
+            grown = torch.topk(torch.where(keep > 0, -math.inf, score), k).indices
+            keep[grown] = 1.0
+            values[grown] = 0.0  # new connections start from zero (Evci et al. 2020)
+            original.copy_(values.view(original.shape))
+            mask.mask.copy_(keep.view(mask.mask.shape))
+
+
+def _mask_of(module: nn.Module) -> WeightMask:
+    return next(
+        p
+        for p in module.parametrizations.weight  # type: ignore[union-attr]
+        if isinstance(p, WeightMask)
+    )

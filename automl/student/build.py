@@ -21,7 +21,7 @@ from automl.compress import (
     combine_forms,
     techniques_in_order,
 )
-from automl.compress._base import packed_bytes
+from automl.compress._base import StepHook, packed_bytes
 from automl.stages import Stage
 from search_spaces import Architecture
 
@@ -83,6 +83,24 @@ def packed_size_bytes(student: Student, arch: Architecture) -> int:
     for technique in techniques_in_order(arch.techniques):
         technique.account(student, arch.params(technique.name), costs)
     return packed_bytes(costs)
+
+
+def training_hooks(student: Student, arch: Architecture) -> StepHook | None:
+    """One step hook for `fit` that calls every technique's `during_training` hooks in the
+    techniques' order; None when no technique moves while the student trains."""
+    hooks = [
+        hook
+        for t in techniques_in_order(arch.techniques)
+        for hook in t.during_training(student, arch.params(t.name))
+    ]
+    if not hooks:
+        return None
+
+    def on_step(step: int, total_steps: int) -> None:
+        for hook in hooks:
+            hook(step, total_steps)
+
+    return on_step
 
 
 def deploy_form(arch: Architecture | None) -> DeployForm:

@@ -3,17 +3,32 @@ distillation, with channel pruning and quantization in one student, and an hones
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 from torch.nn.utils import parametrize
 
 from automl.compress._base import index_bits, position_bits
 from automl.compress.channels import ChannelsParams
-from automl.compress.sparsity import SparsityParams, WeightMask, magnitude_masks, sparse_layers
+from automl.compress.sparsity import (
+    RAMP_END,
+    UPDATES,
+    MaskSchedule,
+    SparsityParams,
+    WeightMask,
+    magnitude_masks,
+    sparse_layers,
+)
 from automl.compress.weight_quant import WeightQuantParams
 from automl.data.bundle import Split
 from automl.stages import find_stages
-from automl.student.build import build_student, fold, packed_size_bytes, tensor_costs
+from automl.student.build import (
+    build_student,
+    fold,
+    packed_size_bytes,
+    tensor_costs,
+    training_hooks,
+)
 from automl.student.packed import pack_student
 from automl.training import FitSettings, cross_entropy_loss, fit
 from search_spaces import Architecture
@@ -123,3 +138,76 @@ def test_the_packed_size_counts_non_zeros_at_their_bits_plus_positions():
         assert costs[f"{name}.weight"].values == n  # before the techniques' accounts
     difference = packed_size_bytes(dense_student, dense) - packed_size_bytes(sparse_student, sparse)
     assert abs(difference - saved / 8) <= 1
+
+
+def trained_with_hooks(stages, model, params, steps_seen, epochs=4):
+    """A student of `params` (a quarter of the channels, to train fast) trained on X for
+    `epochs` (2 steps each), recording after every step each sparse layer's fraction of
+    zeroed weights and its mask."""
+    keep = ChannelsParams(channel_keep=[0.25] * len(stages))
+    arch = Architecture.compose({"channels": keep, "sparsity": params})
+    student = build_student(model, stages, arch, (X, Y))
+    hook = training_hooks(student, arch)
+    layers = sparse_layers(student, params)
+
+    def on_step(step: int, total: int) -> None:
+        hook(step, total)
+        fractions = [float((m.weight == 0).float().mean()) for _, m, _ in layers]
+        masks = [next(p for p in m.parametrizations.weight).mask.clone() for _, m, _ in layers]
+        steps_seen.append((step, total, fractions, masks))
+
+    settings = FitSettings(epochs=epochs, lr=1e-2, weight_decay=0.0, batch_size=8)
+    cpu = torch.device("cpu")
+    fit(student.model, Split(X, Y), cross_entropy_loss, settings, cpu, 0, on_step=on_step)
+
+
+def test_an_iterative_schedule_rises_along_the_polynomial_then_holds():
+    model, stages = resnet()
+    params = SparsityParams(sparsity=[0.8] * len(stages), sparsity_schedule="iterative")
+    seen = []
+    trained_with_hooks(stages, model, params, seen, epochs=12)  # 24 steps
+    total = seen[0][1]
+    end = int(RAMP_END * total)
+    assert seen[0][2][0] < 0.2  # nearly dense at first
+    for step, _, fractions, _ in seen:
+        expected = 0.8 * (1 - (1 - min(step, end) / end) ** 3)
+        if step % max(1, total // UPDATES) == 0 or step >= end:
+            assert all(abs(f - expected) < 0.01 for f in fractions), (step, fractions)
+    means = [sum(f) / len(f) for _, _, f, _ in seen]
+    assert means == sorted(means)  # never falls
+    assert all(abs(f - 0.8) < 0.01 for f in seen[-1][2])
+
+
+@pytest.mark.parametrize("rule", ["set", "rigl"])
+def test_dynamic_sparse_training_moves_the_mask_at_a_fixed_sparsity(rule):
+    model, stages = resnet()
+    params = SparsityParams(sparsity=[0.7] * len(stages), sparse_training=rule)
+    seen = []
+    trained_with_hooks(stages, model, params, seen, epochs=10)
+    counts = {tuple(int(m.sum()) for m in masks) for _, _, _, masks in seen}
+    assert len(counts) == 1  # every layer keeps its number of weights
+    first, last = seen[0][3], seen[-1][3]
+    moved = sum(int((a != b).sum()) for a, b in zip(first, last, strict=True))
+    assert moved > 0
+
+
+def test_rigl_regrows_where_the_dense_gradient_is_largest():
+    model, stages = resnet()
+    params = SparsityParams(sparsity=[0.5] * len(stages), sparse_training="rigl")
+    arch = Architecture.compose({"sparsity": params})
+    student = build_student(model, stages, arch, (X, Y))
+    layers = sparse_layers(student, params)
+    schedule = MaskSchedule(layers, params)
+    module = layers[0][1]
+    mask = next(p for p in module.parametrizations.weight)
+    for _, other, _ in layers:
+        next(p for p in other.parametrizations.weight).dense_grad = torch.zeros_like(other.weight)
+    inactive = torch.nonzero(mask.mask.flatten() == 0).flatten()[:5]
+    grad = torch.zeros(module.weight.numel())
+    grad[inactive] = 1.0
+    mask.dense_grad = grad.view_as(module.weight)
+    with torch.no_grad():
+        schedule._move(0.001)  # a handful of weights, at least the five
+    flat = mask.mask.flatten()
+    assert (flat[inactive] == 1).all()
+    assert (module.parametrizations.weight.original.flatten()[inactive] == 0).all()
