@@ -9,9 +9,9 @@ records both figures in pareto.json, rebuilds the front on the full-fidelity fig
 and reports how well the proxy ranked the retrained models: Kendall's tau between
 proxy and full validation accuracy (1: the same order, 0: no relation).
 
-Each retrained model is written as soon as it is done (`models/final_N.*`), so an
-interrupted finalize continues where it stopped. The proxy front is kept as
-`proxy_pareto.json`; pareto.json then holds the full-fidelity front.
+Models are retrained cheapest first (MACs times epochs), each written as soon as it is done
+(`models/final_N.*`), so an interrupted finalize continues where it stopped. The proxy front
+is kept as `proxy_pareto.json`; pareto.json then holds the full-fidelity front.
 """
 
 from __future__ import annotations
@@ -98,7 +98,9 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
     # times its epochs
     pending = sum(m.macs * epochs[m.trial] for m in candidates if found_before[m.trial] is None)
     done_compute, retrain_start = 0, time.perf_counter()
-    for k, member in enumerate(candidates, 1):
+    # cheapest first: an interrupted finalize has then retrained as many models as it could
+    cheapest_first = sorted(candidates, key=lambda m: (m.macs * epochs[m.trial], m.trial))
+    for k, member in enumerate(cheapest_first, 1):
         path = run_dir.path / final_name(member.trial)
         found = found_before[member.trial]
         if found is None:
@@ -125,6 +127,7 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
             found = Retrained(member.trial, proxy, result)
         done.append(found)
     by_trial = {r.trial: r for r in done}
+    done = [by_trial[m.trial] for m in candidates]  # the proxy front's order
     records = [
         TrialRecord(m.trial, "COMPLETE", m.architecture, by_trial[m.trial].result)
         for m in candidates
