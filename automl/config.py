@@ -124,6 +124,19 @@ class SearchConfig(Strict):
         description="after a proxy search (training.train_subset or final_epochs), retrain "
         "the front at full fidelity",
     )
+    max_latency_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="keep no student slower than this (the search's latency, latency.device); "
+        "checked before training",
+    )
+    max_size_kb: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None,
+        description="keep no student whose packed size exceeds this many kB (1000 bytes); "
+        "checked before training",
+    )
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="keep no student below this validation accuracy"
+    )
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list,
         description="architectures to evaluate before the sampler's own, e.g. the space's "

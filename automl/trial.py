@@ -17,6 +17,7 @@ from torch import nn
 from automl.augment import ViewBank
 from automl.compress import Student
 from automl.config import LatencyConfig, TrainingConfig
+from automl.constraints import Limits, Rejected
 from automl.data import DataBundle
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
@@ -83,6 +84,13 @@ class TrialRecord:
     result: TrialResult | None = None
     error: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # controller columns, e.g. node_id
+    rejected: str = ""  # the search's limits it breaks; such a trial never joins the front
+
+    @property
+    def trained(self) -> bool:
+        """A completed trial whose student trained (not one rejected before training); the
+        budget counts these."""
+        return self.state == "COMPLETE" and (self.result is None or self.result.epochs > 0)
 
 
 @dataclass
@@ -103,6 +111,7 @@ class TrialContext:
     device: torch.device
     subset: torch.Tensor | None = None
     rewind: dict[str, torch.Tensor] | None = None  # the teacher's early weights (`init`)
+    limits: Limits = field(default_factory=Limits)  # checked before training where they can be
 
     def augmenter(self) -> Augmenter | None:
         """How a student's batches are augmented: views of the bank, fresh ones when online,
@@ -144,6 +153,10 @@ def run_trial(
     (fake-quant folded into the weights, eval mode, CPU). With `kd=False` the student learns
     from the labels alone (cross-entropy), the baseline that shows what distillation adds.
 
+    Latency, MACs and parameters are measured on the deployed form before training (they do
+    not depend on it), and so is the packed size when no technique moves during training;
+    a student that breaks `ctx.limits` there raises Rejected without training.
+
     Raises NonFiniteLoss on a NaN loss and TrialStopped when the reporter stops it.
     """
     seed_everything(seed)
@@ -151,6 +164,33 @@ def run_trial(
     data = ctx.data
     student = ctx.build(arch)
     model = student.model
+    moving = training_hooks(student, arch)
+    deployed = copy.deepcopy(model).eval()
+    fold(deployed)
+    lat = latency_ms(
+        deployed,
+        data.example_input(ctx.latency.batch_size),
+        torch.device(ctx.latency.device),
+        repeats=ctx.latency.repeats,
+        warmup=ctx.latency.warmup,
+        threads=ctx.latency.threads,
+    )
+    macs, params = macs_and_params(deployed.cpu(), data.example_input(1))
+    del deployed
+    if ctx.limits.any:
+        untrained = TrialResult(
+            val_accuracy=0.0,
+            test_accuracy=0.0,
+            latency_ms=lat,
+            size_bytes=packed_size_bytes(student, arch),  # final unless `moving`
+            params=params,
+            macs=macs,
+            train_seconds=0.0,
+            epochs=0,
+        )
+        reason = ctx.limits.broken(untrained, trained=False, sized=moving is None)
+        if reason:
+            raise Rejected(reason, untrained)
     loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha) if kd else cross_entropy_loss
     settings = ctx.fit_settings()
 
@@ -172,7 +212,7 @@ def run_trial(
         on_epoch,
         augment=ctx.augmenter(),
         indices=ctx.subset,
-        on_step=training_hooks(student, arch),
+        on_step=moving,
     )
     train_seconds = time.perf_counter() - start
     model = model.cpu().eval()
@@ -181,17 +221,7 @@ def run_trial(
     val_acc = accuracy(model, data.val, ctx.device)
     if not math.isfinite(val_acc):
         raise NonFiniteLoss("validation accuracy is not finite")
-    example = data.example_input(ctx.latency.batch_size)
-    lat = latency_ms(
-        model,
-        example,
-        torch.device(ctx.latency.device),
-        repeats=ctx.latency.repeats,
-        warmup=ctx.latency.warmup,
-        threads=ctx.latency.threads,
-    )
     model = model.cpu()
-    macs, params = macs_and_params(model, data.example_input(1))
     result = TrialResult(
         val_accuracy=val_acc,
         test_accuracy=accuracy(model, data.test, torch.device("cpu")),

@@ -184,6 +184,18 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "'reinit')",
     ),
     (
+        "latency limit of zero",
+        {"search.max_latency_ms": 0},
+        [],
+        "search.max_latency_ms: Input should be greater than 0 (got 0)",
+    ),
+    (
+        "accuracy limit above 1",
+        {"search.min_accuracy": 1.5},
+        [],
+        "search.min_accuracy: Input should be less than or equal to 1 (got 1.5)",
+    ),
+    (
         "equal-compute cap below the final epochs",
         {"training.final_epochs": 3, "training.final_max_epochs": 2},
         [],

@@ -7,6 +7,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from automl.constraints import Rejected
 from automl.controllers import study as studies
 from automl.controllers.base import (
     Controller,
@@ -33,10 +34,12 @@ class OptunaController(Controller):
             self.config.search.sampler, studies.resumed_seed(study, self.config.seed)
         )
         budget = self.config.search.budget
-        completed = studies.count(study, TrialState.COMPLETE)
+        completed = studies.trained(study)
         failures = studies.FailureBudget(
             self.config.search.max_failed_trials, studies.failed(study)
         )
+        limits = self.context.limits
+        rejections = studies.RejectionBudget(budget, studies.rejected(study))
         trial_seconds = 0.0
         progress.start(budget, completed)
         try:
@@ -47,6 +50,14 @@ class OptunaController(Controller):
                 t0 = time.perf_counter()
                 try:
                     result, model = run_trial(arch, self.context, self.config.seed + trial.number)
+                except Rejected as exc:  # measured, not trained: the sampler learns from it
+                    trial_seconds += time.perf_counter() - t0
+                    trial.set_user_attr("result", exc.scores.model_dump())
+                    studies.tell_limits(trial, limits, exc.scores, was_trained=False)
+                    study.tell(trial, values(exc.scores))
+                    on_records(studies.records(study))
+                    rejections.record(exc.reason)
+                    continue
                 except TrialStopped as exc:
                     trial_seconds += time.perf_counter() - t0
                     trial.set_user_attr("error", str(exc))
@@ -61,17 +72,19 @@ class OptunaController(Controller):
                     continue
                 trial_seconds += time.perf_counter() - t0
                 trial.set_user_attr("result", result.model_dump())
+                broken = studies.tell_limits(trial, limits, result, was_trained=True)
                 on_complete(trial.number, arch, result, student_bytes(model, arch))
                 study.tell(trial, values(result))
                 completed += 1
                 front = on_records(studies.records(study))
-                best = max(r.result.val_accuracy for r in front if r.result is not None)
+                best = max((r.result.val_accuracy for r in front if r.result), default=0.0)
                 progress.update(
                     completed,
                     len(front),
                     best,
                     f"#{trial.number}: acc {result.val_accuracy:.4f} "
-                    f"{result.latency_ms:.3f} ms {result.size_bytes / 1000:.0f} kB",
+                    f"{result.latency_ms:.3f} ms {result.size_bytes / 1000:.0f} kB"
+                    + (f" (infeasible: {broken})" if broken else ""),
                 )
         finally:
             progress.close()

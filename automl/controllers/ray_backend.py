@@ -31,6 +31,7 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from automl.config import RayConfig
+from automl.constraints import Limits, Rejected
 from automl.controllers import study as studies
 from automl.controllers.base import (
     Controller,
@@ -103,6 +104,18 @@ def ray_trial(
     start = time.perf_counter()
     try:
         result, model = run_trial(arch, ctx, seed + number, reporter if report_epochs else None)
+    except Rejected as exc:  # measured, not trained
+        tune.report(
+            {
+                **base,
+                **exc.scores.model_dump(),
+                "rejected": exc.reason,
+                "result_json": exc.scores.model_dump_json(),
+                "trial_seconds": time.perf_counter() - start,
+                "teacher_forward_calls": teacher_calls[0],
+            }
+        )
+        return
     except Exception as exc:
         if reporting[0]:  # Tune's own control flow, not a failure of the trial
             raise
@@ -138,11 +151,22 @@ class DefineByRun:
         self.trials[trial.number] = trial
         return {"architecture": arch.model_dump_json(), "trial_number": trial.number}
 
-    def set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
-        """Before the trial is told: a finished trial takes no more attributes."""
+    def set_attrs(
+        self,
+        number: int,
+        attrs: dict[str, Any],
+        limits: Limits | None = None,
+        scores: TrialResult | None = None,
+    ) -> str:
+        """Before the trial is told (a finished trial takes no more attributes): its user
+        attributes and, given `limits` and `scores`, its constraint values; returns the limits
+        it breaks ('' when none)."""
         trial = self.trials.pop(number)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
+        if limits is None or scores is None:
+            return ""
+        return studies.tell_limits(trial, limits, scores, was_trained=scores.epochs > 0)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"space": self.space, "trials": {}}  # live trials stay with the driver
@@ -162,11 +186,18 @@ class BudgetSearcher(Searcher):
         self.controller: RayController | None = controller
         self.budget = budget
         trials = studies.records(controller.study)
-        self.completed = sum(r.state == "COMPLETE" for r in trials)
+        self.completed = sum(r.trained for r in trials)
         self.failures = studies.FailureBudget(
             controller.config.search.max_failed_trials, studies.failed(controller.study)
         )
+        self.limits = controller.context.limits
+        self.rejections = studies.RejectionBudget(budget, studies.rejected(controller.study))
         self.pending: dict[str, dict[str, Any]] = {}
+        self.too_many_rejected = ""
+
+    @property
+    def stopped(self) -> bool:
+        return self.failures.exhausted or bool(self.too_many_rejected)
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its searcher into tuner.pkl; the controller (teacher, callbacks) stays
@@ -177,7 +208,7 @@ class BudgetSearcher(Searcher):
         return True  # metric, mode and space are set already
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self.failures.exhausted or self.completed >= self.budget:
+        if self.stopped or self.completed >= self.budget:
             return Searcher.FINISHED
         if self.completed + len(self.pending) >= self.budget:
             return None  # enough trials in flight; ask again when one ends
@@ -202,6 +233,16 @@ class BudgetSearcher(Searcher):
             self.space.set_attrs(number, attrs)
             self.inner.on_trial_complete(trial_id, None, error=True)
             self.failures.failed += 1
+        elif "rejected" in result:  # measured before training; not counted
+            scores = TrialResult.model_validate_json(result["result_json"])
+            attrs["result"] = scores.model_dump()
+            attrs["teacher_forward_calls"] = int(result.get("teacher_forward_calls", -1))
+            self.space.set_attrs(number, attrs, self.limits, scores)
+            self.inner.on_trial_complete(trial_id, {m: result[m] for m in NAMES})
+            try:
+                self.rejections.record(result["rejected"])
+            except studies.SearchFailed as exc:
+                self.too_many_rejected = str(exc)
         elif "result_json" not in result:
             attrs["error"] = (
                 f"stopped early by ASHA after epoch {result.get('epoch')} "
@@ -215,7 +256,7 @@ class BudgetSearcher(Searcher):
             attrs["result"] = trial_result.model_dump()
             attrs["teacher_forward_calls"] = int(result.get("teacher_forward_calls", -1))
             self.controller.completed(number, arch, trial_result, float(result["trial_seconds"]))
-            self.space.set_attrs(number, attrs)
+            self.space.set_attrs(number, attrs, self.limits, trial_result)
             self.inner.on_trial_complete(trial_id, {m: result[m] for m in NAMES})
             self.completed += 1
         self.controller.after_trial(self.completed)
@@ -338,6 +379,8 @@ class RayController(Controller):
             tuner.fit()
         finally:
             progress.close()
+        if searcher.too_many_rejected:
+            raise studies.SearchFailed(searcher.too_many_rejected)
         if searcher.failures.exhausted:
             raise studies.SearchFailed(
                 f"{searcher.failures.failed} trials failed (search.max_failed_trials is "

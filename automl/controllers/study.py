@@ -18,6 +18,7 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from automl.constraints import REJECTED_BEFORE_TRAINING, Limits
 from automl.objectives import DIRECTIONS
 from automl.trial import TrialRecord, TrialResult
 from search_spaces import Architecture
@@ -105,6 +106,31 @@ def count(study: optuna.Study, state: TrialState) -> int:
     return len(study.get_trials(deepcopy=False, states=(state,)))
 
 
+def trained(study: optuna.Study) -> int:
+    """Completed trials whose students trained: what `search.budget` counts (a candidate
+    rejected before training is COMPLETE, for the sampler, but trained for 0 epochs)."""
+    return sum(r.trained for r in records(study) if r.state == "COMPLETE")
+
+
+def rejected(study: optuna.Study) -> int:
+    """Candidates rejected before training so far."""
+    return sum(r.state == "COMPLETE" and not r.trained for r in records(study))
+
+
+def tell_limits(trial: optuna.Trial, limits: Limits, scores: Any, was_trained: bool) -> str:
+    """Give a live trial its constraint values (Optuna's samplers read them) and, when it
+    breaks a limit, the `rejected` attribute; returns that reason ('' when feasible)."""
+    if not limits.any:
+        return ""
+    for key, value in limits.constraints(scores, was_trained).items():
+        trial.set_constraint(key, value)
+    reason = limits.broken(scores, was_trained)
+    if reason:
+        prefix = "" if was_trained else f"{REJECTED_BEFORE_TRAINING}: "
+        trial.set_user_attr("rejected", prefix + reason)
+    return reason
+
+
 def failed(study: optuna.Study) -> int:
     """Trials that failed with a reason; those a killed process left (`fail_interrupted`) do not
     count toward `search.max_failed_trials`."""
@@ -155,6 +181,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
         result=TrialResult.model_validate(result) if result and t.state.is_finished() else None,
         error=error,
         extra={k: t.user_attrs[k] for k in EXTRA_ATTRS if k in t.user_attrs},
+        rejected=t.user_attrs.get("rejected", ""),
     )
 
 
@@ -170,6 +197,26 @@ def stored_architecture(doc: dict[str, Any] | None) -> Architecture | None:
 
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class RejectionBudget:
+    """Candidates rejected before training cost about a second each and do not count toward
+    the budget; past `limit` of them the limits leave (almost) nothing, and the search stops
+    with one message instead of sampling forever."""
+
+    def __init__(self, budget: int, rejected: int = 0) -> None:
+        self.limit = max(100, 10 * budget)
+        self.rejected = rejected
+
+    def record(self, reason: str) -> None:
+        self.rejected += 1
+        if self.rejected > self.limit:
+            raise SearchFailed(
+                f"{self.rejected} candidates were rejected before training, more than "
+                f"{self.limit}: the search's limits leave almost nothing of the space (last: "
+                f"{reason}); loosen search.max_latency_ms or search.max_size_kb, or narrow "
+                "search_space to smaller students"
+            )
 
 
 class FailureBudget:

@@ -254,8 +254,9 @@ def write_document(path: Path, doc: BaseModel) -> None:
 
 
 def front_of(records: list[TrialRecord], teacher: TeacherFigures) -> list[TrialRecord]:
-    """Completed trials that no other completed trial dominates, by trial number."""
-    done = [r for r in records if r.state == "COMPLETE" and r.result is not None]
+    """Completed trials within the search's limits that no other such trial dominates, by
+    trial number."""
+    done = [r for r in records if r.trained and not r.rejected and r.result is not None]
     if not done:
         return []
     idx = non_dominated(normalised([r.result for r in done], teacher))

@@ -77,12 +77,25 @@ class RunDir:
         flat = [r.architecture.flat() if r.architecture is not None else {} for r in records]
         arch_cols = list(dict.fromkeys(k for row in flat for k in row))
         extra_cols = list(dict.fromkeys(k for r in records for k in r.extra))
-        columns = ["number", "state", *arch_cols, *RESULT_COLUMNS, *extra_cols, "error"]
+        columns = [
+            "number",
+            "state",
+            *arch_cols,
+            *RESULT_COLUMNS,
+            *extra_cols,
+            "error",
+            "rejected",
+        ]
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=columns)
         writer.writeheader()
         for r, arch in zip(records, flat, strict=True):
-            row: dict[str, Any] = {"number": r.number, "state": r.state, "error": r.error}
+            row: dict[str, Any] = {
+                "number": r.number,
+                "state": r.state,
+                "error": r.error,
+                "rejected": r.rejected,
+            }
             row.update(arch)
             if r.result is not None:
                 row.update({k: getattr(r.result, k) for k in RESULT_COLUMNS})
@@ -105,7 +118,7 @@ class RunDir:
         points = []
         with self.trials_csv.open(newline="") as fh:
             for row in csv.DictReader(fh):
-                if row.get("state") == "COMPLETE":
+                if row.get("state") == "COMPLETE" and not row.get("rejected"):
                     points.append(
                         {"number": int(row["number"]), **{k: float(row[k]) for k in RESULT_COLUMNS}}
                     )

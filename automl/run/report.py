@@ -26,11 +26,12 @@ def report_title(name: str) -> str:
 
 
 def trial_points(records: list[TrialRecord]) -> list[dict[str, Any]]:
-    """Completed trials as report points (the shape `RunDir.read_trial_points` reads back)."""
+    """Completed trials within the limits as report points (the shape
+    `RunDir.read_trial_points` reads back)."""
     return [
         {"number": r.number, **r.result.model_dump(include=set(RESULT_COLUMNS))}
         for r in records
-        if r.state == "COMPLETE" and r.result is not None
+        if r.state == "COMPLETE" and r.result is not None and not r.rejected
     ]
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from optuna.trial import TrialState
 
 from automl.config import ExperimentConfig, validate_config
 from automl.controllers import create_controller
@@ -263,7 +262,7 @@ def _search(
 
     study = studies.open_study(run_dir.study(config.name))
     studies.enqueue(study, queued)
-    left = config.search.budget - studies.count(study, TrialState.COMPLETE)
+    left = config.search.budget - studies.trained(study)
     if with_estimate and left > 0:
         try:
             log.info(estimate(space, trial_context, left).describe(at_once(config)))

@@ -57,11 +57,24 @@ def restore_structure(model: nn.Module, stages: list[Stage], arch: Architecture)
 
 def fold(model: nn.Module) -> None:
     """Replace every parametrization (fake-quant, masks) by the values it gives: the deployed
-    weights, plain tensors again."""
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):  # type: ignore[union-attr]
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    weights, plain tensors again.
+
+    Done by hand rather than with `parametrize.remove_parametrizations`, which deletes the
+    property from the module's parametrized class; `copy.deepcopy` shares that class between
+    a model and its copy, so folding a copy would break the original."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        names = list(module.parametrizations)  # type: ignore[union-attr]
+        with torch.no_grad():
+            values = {
+                n: (getattr(module, n).detach().clone(), module.parametrizations[n].original)
+                for n in names
+            }
+        del module.parametrizations
+        module.__class__ = module.__class__.__bases__[0]  # the class it had before
+        for n, (value, original) in values.items():
+            module.register_parameter(n, nn.Parameter(value, requires_grad=original.requires_grad))
 
 
 def tensor_costs(model: nn.Module) -> dict[str, TensorCost]:

@@ -70,12 +70,26 @@ def test_budget_counts_completed_trials_and_failures_are_recorded(
     raw = tiny_raw(teacher_cache, run, budget=3)
     raw["plugins"] = ["tests.fault_technique"]
     raw["search_space"] = {"techniques": ["depth", "channels", "weight_quant", "fault"]}
-    raw["search"]["enqueue"] = [{"fault": "raise"}, {"fault": "nan", "blocks": "low"}]
+    # the third, the whole teacher at 32 bits (about 45 MB), breaks the size limit: it is
+    # measured, rejected before training and not counted
+    whole = {"fault": "none", "blocks": "high", "channel_keep": "high", "bits": 32}
+    raw["search"]["enqueue"] = [{"fault": "raise"}, {"fault": "nan", "blocks": "low"}, whole]
+    raw["search"]["max_size_kb"] = 30_000
     wait(start_search(write_config(tmp_path / "c.yaml", raw)))
     trials = rows(run)
-    done = [r for r in trials if r["state"] == "COMPLETE"]
+    done = [r for r in trials if r["state"] == "COMPLETE" and not r["rejected"]]
     failed = [r for r in trials if r["state"] == "FAIL"]
-    assert len(done) == 3, [(r["state"], r["fault"]) for r in trials]
+    assert len(done) == 3, [(r["state"], r["fault"], r["rejected"]) for r in trials]
+    rejected = [r for r in trials if r["rejected"]]
+    assert rejected[0]["number"] == "2" and rejected[0]["state"] == "COMPLETE"
+    for row in rejected:
+        assert row["rejected"].startswith("rejected before training: size ")
+        assert float(row["size_bytes"]) > 30e6 and float(row["train_seconds"]) == 0
+    assert all(float(r["size_bytes"]) <= 30e6 for r in done)
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run}/study.db")
+    told = {t.number: t.constraints for t in study.trials if t.state.name == "COMPLETE"}
+    assert all(told[int(r["number"])]["size_kb"] > 0 for r in rejected)
+    assert all(told[int(r["number"])]["size_kb"] <= 0 for r in done)
     assert all(r["fault"] == "none" for r in done)
     # the queued trials come first, with their fixed values, through this controller
     assert (trials[0]["state"], trials[0]["fault"]) == ("FAIL", "raise")
