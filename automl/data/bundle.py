@@ -210,17 +210,20 @@ def build_bundle(
         images = np.concatenate([images, test[0]])
         labels = np.concatenate([labels, test[1]])
         split = (config.val_fraction, config.split_seed, "official test")
+    # Memory: the images once as given and once as float32, plus one training-split copy
+    # at a time (each step below works in place where it can, or hashes without a copy).
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(images).tobytes())
-    digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(np.ascontiguousarray(images))
+    digest.update(np.ascontiguousarray(labels))
     side = config.image_size
-    x = torch.from_numpy(images.astype(np.float32) / divide_by)
+    x = torch.from_numpy(images.astype(np.float32, copy=images.dtype == np.float32))
+    x.div_(divide_by)
     if side is not None and tuple(x.shape[2:]) != (side, side):
         x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
     y = torch.from_numpy(labels.astype(np.int64))
     mean = x[tr].mean(dim=(0, 2, 3))
     std = x[tr].std(dim=(0, 2, 3)).clamp_min(1e-6)
-    x = (x - mean[None, :, None, None]) / std[None, :, None, None]
+    x.sub_(mean[None, :, None, None]).div_(std[None, :, None, None])
     preprocess = {
         "resize": [int(x.shape[2]), int(x.shape[3])],
         "interpolation": "bilinear",

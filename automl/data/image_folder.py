@@ -94,7 +94,9 @@ def load(config: ImageFolderConfig) -> DataBundle:
     if stream:
         return _streamed(config, classes, paths, labels, side)
     decoder = Decoder("L" if config.channels == 1 else "RGB", side, 1.0, (0.0,), (1.0,))
-    images = np.stack([decoder.raw(p) for p in paths])  # 0..255, resized
+    images = np.empty((len(paths), config.channels, side, side), np.float32)  # 0..255, resized
+    for i, path in enumerate(paths):  # filled in place: no list of arrays beside the stack
+        images[i] = decoder.raw(path)
     return build_bundle(
         f"image_folder:{config.root.name}", images, labels, classes, divide_by=255.0, config=config
     )
@@ -109,9 +111,17 @@ def _streamed(
     mode = "L" if config.channels == 1 else "RGB"
     unit = Decoder(mode, side, 255.0, (0.0,) * config.channels, (1.0,) * config.channels)
     sample = np.random.default_rng(config.split_seed).permutation(tr)[:STATS_SAMPLE]
-    pixels = np.stack([unit.raw(paths[i]) for i in sample])
-    mean = tuple(round(float(v), 6) for v in pixels.mean(axis=(0, 2, 3)))
-    std = tuple(round(max(float(v), 1e-6), 6) for v in pixels.std(axis=(0, 2, 3), ddof=1))
+    # running sums, one image at a time: the memory of one image, not of the sample
+    total = np.zeros(config.channels)
+    squares = np.zeros(config.channels)
+    for i in sample:
+        pixels = unit.raw(paths[i]).astype(np.float64)
+        total += pixels.sum(axis=(1, 2))
+        squares += (pixels**2).sum(axis=(1, 2))
+    count = len(sample) * side * side
+    variance = (squares - total**2 / count) / max(count - 1, 1)
+    mean = tuple(round(float(v), 6) for v in total / count)
+    std = tuple(round(max(float(v), 1e-6), 6) for v in np.sqrt(np.maximum(variance, 0.0)))
     decoder = Decoder(mode, side, 255.0, mean, std)
     preprocess = {
         "resize": [side, side],
