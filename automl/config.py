@@ -86,12 +86,26 @@ class LatencyConfig(Strict):
     device: Literal["cpu", "cuda"] = Field(
         default="cpu", description="the deployment device latency is measured on"
     )
+    runtime: Literal["onnxruntime", "torch"] = Field(
+        default="onnxruntime",
+        description="what the search times: the form pick ships (ONNX Runtime, int8 QDQ for "
+        "students of at most 8 bits) or PyTorch eager",
+    )
     batch_size: Annotated[int, Field(ge=1, le=1024, description="images per timed call")] = 1
     warmup: Annotated[int, Field(ge=0, le=10_000)] = 10
     repeats: Annotated[
         int, Field(ge=30, le=100_000, description="timed runs; the median is reported")
     ] = 50
     threads: Annotated[int, Field(ge=1, le=1024, description="fixed torch thread count")] = 1
+
+    @model_validator(mode="after")
+    def _onnxruntime_on_the_cpu(self) -> LatencyConfig:
+        if self.runtime == "onnxruntime" and self.device != "cpu":
+            raise ValueError(
+                "runtime onnxruntime times the CPU execution provider; for latency on cuda set "
+                "latency.runtime: torch"
+            )
+        return self
 
 
 def _registered_sampler(name: str) -> str:

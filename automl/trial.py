@@ -15,13 +15,20 @@ from pydantic import BaseModel
 from torch import nn
 
 from automl.augment import ViewBank
-from automl.compress import Student
+from automl.compress import Student, onnx_format
 from automl.config import LatencyConfig, TrainingConfig
 from automl.constraints import Limits, Rejected
 from automl.data import DataBundle
+from automl.deploy.onnx import onnx_latency_ms
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
-from automl.student.build import build_student, fold, packed_size_bytes, training_hooks
+from automl.student.build import (
+    build_student,
+    deploy_form,
+    fold,
+    packed_size_bytes,
+    training_hooks,
+)
 from automl.training import (
     Augmenter,
     BankViews,
@@ -142,6 +149,36 @@ class TrialContext:
         return online_distillation(teacher.to(self.device).eval(), temperature, alpha)
 
 
+CALIBRATION = 64  # training images that calibrate the int8 form timed during a search
+
+
+def search_latency_ms(model: nn.Module, int8: bool, data: DataBundle, cfg: LatencyConfig) -> float:
+    """The latency a search optimises, of a deployed (folded) model: on `cfg.runtime` (ONNX
+    Runtime as `pick` ships it, int8 when `int8`, or PyTorch eager), on `cfg.device`, median
+    of `cfg.repeats` after `cfg.warmup`, `cfg.threads` threads. Students and the teacher are
+    timed by this one function."""
+    example = data.example_input(cfg.batch_size)
+    if cfg.runtime == "onnxruntime":
+        calibration = data.example_input(CALIBRATION).numpy()
+        return onnx_latency_ms(
+            model.cpu(),
+            int8,
+            example,
+            calibration,
+            repeats=cfg.repeats,
+            warmup=cfg.warmup,
+            threads=cfg.threads,
+        )
+    return latency_ms(
+        model,
+        example,
+        torch.device(cfg.device),
+        repeats=cfg.repeats,
+        warmup=cfg.warmup,
+        threads=cfg.threads,
+    )
+
+
 def run_trial(
     arch: Architecture,
     ctx: TrialContext,
@@ -167,14 +204,8 @@ def run_trial(
     moving = training_hooks(student, arch)
     deployed = copy.deepcopy(model).eval()
     fold(deployed)
-    lat = latency_ms(
-        deployed,
-        data.example_input(ctx.latency.batch_size),
-        torch.device(ctx.latency.device),
-        repeats=ctx.latency.repeats,
-        warmup=ctx.latency.warmup,
-        threads=ctx.latency.threads,
-    )
+    int8 = onnx_format(deploy_form(arch)) == "int8"
+    lat = search_latency_ms(deployed, int8, data, ctx.latency)
     macs, params = macs_and_params(deployed.cpu(), data.example_input(1))
     del deployed
     if ctx.limits.any:

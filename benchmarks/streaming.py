@@ -96,6 +96,9 @@ def main() -> int:
     parser.add_argument("--format", choices=["png", "jpg"], default="png")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES)[:3])
     parser.add_argument("--tmp", type=Path, help="where to write the folder (default: /tmp)")
+    parser.add_argument(
+        "--folder", type=Path, help="write the folder here and keep it; reused if it exists"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -104,9 +107,10 @@ def main() -> int:
         print(json.dumps(measure(root, args.size, chosen, workers, args.epochs)))
         return 0
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
-        root = Path(tmp) / "folder"
+        root = args.folder or Path(tmp) / "folder"
         start = time.perf_counter()
-        write_folder(root, args.images, args.size, args.format)
+        if not root.is_dir():
+            write_folder(root, args.images, args.size, args.format)
         on_disk = sum(p.stat().st_size for p in root.rglob("*.*")) / 1e6
         print(
             f"{args.images} RGB {args.format.upper()} images at {args.size} px ({on_disk:.0f} MB "

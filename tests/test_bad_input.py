@@ -184,6 +184,13 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "'reinit')",
     ),
     (
+        "ONNX Runtime latency on cuda",
+        {"latency.device": "cuda"},
+        [],
+        "latency: runtime onnxruntime times the CPU execution provider; for latency on cuda "
+        "set latency.runtime: torch",
+    ),
+    (
         "latency limit of zero",
         {"search.max_latency_ms": 0},
         [],

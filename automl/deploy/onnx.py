@@ -10,7 +10,9 @@ so they bring no speed or file-size gain there (only the packed size counts them
 
 from __future__ import annotations
 
+import statistics
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +94,36 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_latency_ms(
+    model: nn.Module,
+    int8: bool,
+    example: torch.Tensor,
+    calibration: np.ndarray,
+    *,
+    repeats: int = 50,
+    warmup: int = 10,
+    threads: int = 1,
+) -> float:
+    """Median wall time of `repeats` ONNX Runtime calls on `example` after `warmup` untimed
+    ones, of `model` (deployed form, eval, CPU) as `pick` ships it: int8 QDQ calibrated on
+    `calibration` images when `int8`, else fp32. Exported and quantized in a temporary
+    folder; the figure, not the file, is kept."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_fp32(model, example[:1], Path(tmp) / "fp32.onnx")
+        if int8:
+            path = quantize_int8(path, calibration, Path(tmp) / "int8.onnx")
+        sess = session(path, threads)
+        x = {INPUT_NAME: example.cpu().numpy().astype(np.float32)}
+        for _ in range(warmup):
+            sess.run(None, x)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            sess.run(None, x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 def ort_logits(sess: ort.InferenceSession, images: np.ndarray, batch_size: int = 256) -> np.ndarray:

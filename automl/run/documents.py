@@ -28,7 +28,7 @@ from automl.pareto import hypervolume, non_dominated
 from automl.trial import Scores, TrialRecord
 from search_spaces import Architecture
 
-FORMAT = 3
+FORMAT = 4
 # runtime ("torch", "onnxruntime") -> "batch_N" -> milliseconds per call
 Latencies = dict[str, dict[str, float]]
 
@@ -204,15 +204,25 @@ def _seeds_of_their_own(raw: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "config": {**config, "data": data, "teacher": teacher}}
 
 
+def _torch_latency(raw: dict[str, Any]) -> dict[str, Any]:
+    """Before format 4 the search timed PyTorch eager (`latency.runtime` did not exist); a
+    resumed run keeps timing what its trials were timed on."""
+    config = dict(raw.get("config") or {})
+    latency = {"runtime": "torch", **(config.get("latency") or {})}
+    return {**raw, "config": {**config, "latency": latency}}
+
+
 Doc = TypeVar("Doc", bound=BaseModel)
 # Documents of format 1 (no `format` key) made readable as format 2 ...
 _UPGRADES = {RunDocument: _upgrade_run, ParetoDocument: _upgrade_pareto}
 # ... and documents of format 1 or 2 as this version's.
 _UPGRADES_TO_3 = {RunDocument: _seeds_of_their_own}
+# ... and documents of format 1 to 3 as format 4's.
+_UPGRADES_TO_4 = {RunDocument: _torch_latency}
 
 
 def read_document(path: Path, kind: type[Doc]) -> Doc:
-    """Read `path` as a `kind`, upgrading formats 1 and 2; a missing, unreadable or foreign
+    """Read `path` as a `kind`, upgrading formats 1 to 3; a missing, unreadable or foreign
     file, or one of a newer format, is a UserError (nothing is written)."""
     try:
         raw = json.loads(path.read_bytes())
@@ -231,6 +241,8 @@ def read_document(path: Path, kind: type[Doc]) -> Doc:
             raw = _UPGRADES[kind](raw)
         if isinstance(raw, dict) and raw.get("format", FORMAT) < 3 and kind in _UPGRADES_TO_3:
             raw = _UPGRADES_TO_3[kind](raw)
+        if isinstance(raw, dict) and raw.get("format", FORMAT) < 4 and kind in _UPGRADES_TO_4:
+            raw = _UPGRADES_TO_4[kind](raw)
         return kind.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]

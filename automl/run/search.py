@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from automl.config import ExperimentConfig, validate_config
 from automl.controllers import create_controller
 from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
-from automl.measure import latency_ms, macs_and_params
+from automl.measure import macs_and_params
 from automl.paths import file_in_the_way
 from automl.run.documents import (
     DataRecord,
@@ -35,7 +33,7 @@ from automl.run.lock import run_lock
 from automl.run.progress import make_progress
 from automl.run.report import build_report, report_title, trial_points
 from automl.student.files import write_student
-from automl.trial import TrialRecord, TrialResult
+from automl.trial import TrialRecord, TrialResult, search_latency_ms
 from search_spaces import Architecture, BoundSearchSpace
 
 log = logging.getLogger(__name__)
@@ -83,14 +81,7 @@ def teacher_figures(exp: Experiment) -> TeacherFigures:
         params=params,
         macs=macs,
         size_bytes=teacher.card.size_bytes,
-        latency_ms=latency_ms(
-            teacher.model,
-            data.example_input(lat.batch_size),
-            torch.device(lat.device),
-            repeats=lat.repeats,
-            warmup=lat.warmup,
-            threads=lat.threads,
-        ),
+        latency_ms=search_latency_ms(teacher.model, False, data, lat),
         val_accuracy=teacher.card.val_accuracy,
         test_accuracy=teacher.card.test_accuracy,
         fingerprint=teacher.card.fingerprint,

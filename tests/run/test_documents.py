@@ -89,3 +89,19 @@ def test_format_2_runs_keep_the_split_and_teacher_of_their_search_seed(tmp_path)
     config = read_document(path, RunDocument).config
     assert config.data.split_seed == 3 and config.teacher.seed == 3 and config.seed == 3
     assert not config.data.augment.enabled
+
+
+def test_runs_before_format_4_go_on_timing_pytorch(tmp_path):
+    """Format 4 times the search on ONNX Runtime by default; an older run timed PyTorch eager,
+    and a resume must compare like with like."""
+    raw = json.loads((LEGACY / "run.json").read_text())
+    raw["format"] = 3
+    raw["config"]["search_space"]["techniques"] = ["depth", "channels", "weight_quant"]
+    raw["config"]["teacher"].pop("augment_shift", None)  # gone by format 3
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(raw))
+    assert read_document(path, RunDocument).config.latency.runtime == "torch"
+    assert read_document(LEGACY / "run.json", RunDocument).config.latency.runtime == "torch"
+    raw["format"] = 4
+    path.write_text(json.dumps(raw))
+    assert read_document(path, RunDocument).config.latency.runtime == "onnxruntime"

@@ -49,5 +49,5 @@ def test_it_resumes_and_keeps_its_trials(legacy):
     for old, new in zip(before, after, strict=False):
         assert {k: v for k, v in new.items() if k in old} == old
     doc = json.loads((legacy / "run.json").read_text())
-    assert doc["format"] == 3 and len(doc["sessions"]) == 2
+    assert doc["format"] == 4 and len(doc["sessions"]) == 2
     assert doc["sessions"][0].get("sampler") is None and doc["sessions"][1]["sampler"]

@@ -32,7 +32,7 @@ def finished_run(tiny, teacher_cache, tmp_path_factory):
 def test_run_directory_contract(finished_run):
     out, summary = finished_run
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "complete" and run["seed"] == 0 and run["format"] == 3
+    assert run["status"] == "complete" and run["seed"] == 0 and run["format"] == 4
     assert {"params", "size_bytes", "latency_ms", "val_accuracy", "test_accuracy"} <= set(
         run["teacher"]
     )
