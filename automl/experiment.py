@@ -16,7 +16,6 @@ import torch
 import automl
 from automl.augment import AugmentConfig
 from automl.config import ExperimentConfig
-from automl.constraints import Limits
 from automl.data import DataBundle, load_data
 from automl.data.bundle import stratified_subset
 from automl.errors import UserError
@@ -73,7 +72,6 @@ class Experiment:
             self.device,
             subset,
             self.teacher.rewind_state(),
-            Limits.of(c.search),
         )
 
 

@@ -1,6 +1,8 @@
 """A technique that injects failures, for the controller contract (tests/controllers/):
-`raise` fails while the student is built, `nan` poisons its weights so that the real training
-loop meets a NaN loss. Enabled through `plugins: [tests.fault_technique]`."""
+`raise` fails while the student is built, `nan` poisons its weights after the first training
+step, so that the real training loop meets a NaN loss (as a diverging student does: its
+latency and size are measured first, on sound weights). Enabled through
+`plugins: [tests.fault_technique]`."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch
 from automl.compress import (
     BuildContext,
     DeployForm,
+    StepHook,
     Student,
     Technique,
     TechniqueParams,
@@ -35,10 +38,18 @@ class Fault(Technique):
     def apply(self, student: Student, params: FaultParams, ctx: BuildContext) -> None:
         if params.fault == "raise":
             raise RuntimeError("injected fault")
-        if params.fault == "nan":
-            with torch.no_grad():
-                for p in student.model.parameters():
-                    p.mul_(float("nan"))
+
+    def during_training(self, student: Student, params: FaultParams) -> list[StepHook]:
+        if params.fault != "nan":
+            return []
+
+        def poison(step: int, total_steps: int) -> None:
+            if step == 1:
+                with torch.no_grad():
+                    for p in student.model.parameters():
+                        p.mul_(float("nan"))
+
+        return [poison]
 
     def deploy_form(self, params: FaultParams) -> DeployForm:
         return DeployForm()

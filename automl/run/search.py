@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from automl.config import ExperimentConfig, validate_config
+from automl.constraints import Limits
 from automl.controllers import create_controller
 from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
@@ -234,7 +236,8 @@ def _search(
         sessions=sessions,
     )
     run_dir.write_run(doc)
-    trial_context = exp.trial_context()
+    # the search's limits reject candidates; finalize and `train` retrain what they are given
+    trial_context = dataclasses.replace(exp.trial_context(), limits=Limits.of(config.search))
     controller = create_controller(
         config.search.backend, config, run_dir.study(config.name), space, trial_context
     )
