@@ -285,6 +285,13 @@ def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> Non
     except UserError as exc:
         _fail(str(exc))
     _print_front(pareto)
+    tau = pareto.measurement.search_rank_tau if pareto.measurement else None
+    if tau is not None:
+        stdout.print(
+            f"the front's re-measured latencies rank as the search's did: Kendall tau {tau:.2f} "
+            f"({run.config.latency.runtime}, the runtime the search timed; 1: the same order)",
+            highlight=False,
+        )
     stdout.print(f"rewrote {run.run_dir.pareto_json} and {run.run_dir.report_html}")
 
 

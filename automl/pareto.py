@@ -6,7 +6,10 @@ Callers turn their objectives into minimisation form first: the search uses
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from scipy.stats import kendalltau
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -60,3 +63,12 @@ def knee_point(points: np.ndarray) -> int:
     span = np.where(high > low, high - low, 1.0)
     scaled = (points - low) / span
     return int(np.argmin(np.linalg.norm(scaled, axis=1)))
+
+
+def rank_correlation(a: list[float], b: list[float]) -> float | None:
+    """Kendall's tau-b of two rankings of the same items; None when it is undefined (fewer
+    than two items, or one side without any spread)."""
+    if len(a) < 2:
+        return None
+    tau = float(kendalltau(a, b).statistic)
+    return None if math.isnan(tau) else round(tau, 4)

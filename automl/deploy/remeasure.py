@@ -25,7 +25,7 @@ from automl.deploy.check import DeployedOnnx, ExportCheckFailed, deploy_onnx
 from automl.deploy.onnx import INPUT_NAME, session
 from automl.measure import batch_of, interleaved_latency_ms, torch_threads
 from automl.objectives import OBJECTIVES
-from automl.pareto import knee_point
+from automl.pareto import knee_point, rank_correlation
 from automl.run.documents import (
     Deployed,
     DeployFailed,
@@ -122,7 +122,27 @@ def remeasure(
             for runtime in RUNTIMES
         }
 
-    return _document(run.pareto, settings, deployed, latency_of)
+    measured = _document(run.pareto, settings, deployed, latency_of)
+    assert measured.measurement is not None
+    measured.measurement.search_rank_tau = _search_rank_tau(
+        measured, run.config.latency.runtime, run.config.latency.batch_size
+    )
+    return measured
+
+
+def _search_rank_tau(pareto: ParetoDocument, runtime: str, batch: int) -> float | None:
+    """How the re-measured front ranks against the search's own latencies: Kendall tau over
+    the front, on the runtime and batch the search timed (None where report measured no such
+    cell, or the front is too small)."""
+    pairs = [
+        (m.latency_ms, m.measured_latency_ms[runtime].get(f"batch_{batch}"))
+        for m in pareto.front
+        if m.measured_latency_ms is not None
+    ]
+    found = [(a, b) for a, b in pairs if b is not None]
+    if len(found) < len(pareto.front):
+        return None
+    return rank_correlation([a for a, _ in found], [b for _, b in found])
 
 
 def _record(dep: DeployedOnnx | str) -> Deployed | DeployFailed:

@@ -102,6 +102,9 @@ class Measurement(_Doc):
     runtimes: dict[str, str]
     machine: str
     measured_at: str
+    # Kendall tau of the front's search latency against its re-measured latency on the runtime
+    # and batch the search timed: 1 when report ranks the front as the search did
+    search_rank_tau: float | None = None
 
 
 class Finalized(_Doc):

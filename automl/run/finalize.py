@@ -19,17 +19,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy.stats import kendalltau
-
 from automl.config import TrainingConfig
 from automl.errors import UserError
 from automl.experiment import Experiment, prepare
+from automl.pareto import rank_correlation
 from automl.run.documents import (
     Finalized,
     FrontMember,
@@ -173,15 +171,6 @@ def retraining_epochs(macs: int, largest_macs: int, training: TrainingConfig) ->
     if training.final_max_epochs is None:
         return base
     return min(training.final_max_epochs, max(base, round(base * largest_macs / max(macs, 1))))
-
-
-def rank_correlation(proxy: list[float], full: list[float]) -> float | None:
-    """Kendall's tau-b of two rankings; None when it is undefined (fewer than two models, or
-    one side without any spread)."""
-    if len(proxy) < 2:
-        return None
-    tau = float(kendalltau(proxy, full).statistic)
-    return None if math.isnan(tau) else round(tau, 4)
 
 
 def _candidates(run: SearchRun) -> list[FrontMember]:

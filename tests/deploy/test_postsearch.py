@@ -15,6 +15,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from PIL import Image
+from scipy.stats import kendalltau
 from sklearn.datasets import load_digits
 
 from automl.data.bundle import stratified_indices
@@ -57,6 +58,12 @@ def test_report_adds_the_measured_figures(reported, searched_run):
     deployed = [m for m in pareto["front"] if "error" not in m["deployed"]]
     assert deployed, "no front model passed its export check"
     assert pareto["knee_trial"] in {m["trial"] for m in pareto["front"]}
+    # the search timed ONNX Runtime at batch 1; report says how its ranking held
+    searched = [m["latency_ms"] for m in pareto["front"]]
+    remeasured = [m["measured_latency_ms"]["onnxruntime"]["batch_1"] for m in pareto["front"]]
+    tau = pareto["measurement"].get("search_rank_tau")
+    if len(set(searched)) > 1 and len(set(remeasured)) > 1:
+        assert tau == pytest.approx(kendalltau(searched, remeasured).statistic, abs=1e-4)
     html = (reported / "report.html").read_text()
     assert 'id="deployed-plots"' in html and "Knee point" in html
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from automl.config import TrainingConfig, validate_config
+from automl.pareto import rank_correlation
 from automl.run.documents import ParetoDocument, read_document
 from automl.run.finalize import (
     PROXY_PARETO,
     final_name,
     finalize,
-    rank_correlation,
     retraining_epochs,
 )
 from automl.run.finished import open_search_run
