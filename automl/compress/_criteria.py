@@ -22,6 +22,9 @@ _CRITERIA: dict[str, Criterion] = {
     "l2": Criterion(lambda: tp.importance.MagnitudeImportance(p=2)),
     "l1": Criterion(lambda: tp.importance.MagnitudeImportance(p=1)),
     "bn_scale": Criterion(tp.importance.BNScaleImportance),
+    # He et al. 2019: the filters nearest the geometric median of their layer are the most
+    # replaceable by the others, whatever their norm
+    "fpgm": Criterion(tp.importance.FPGMImportance),
     "taylor": Criterion(tp.importance.TaylorImportance, needs_gradients=True),
     "random": Criterion(tp.importance.RandomImportance),
 }

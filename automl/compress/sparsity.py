@@ -7,9 +7,16 @@ is), so training adapts the weights that remain.
 - `local`: every layer of stage i loses its own `sparsity[i]` smallest weights (by |w|);
 - `global`: the same number of weights in all, Σ sparsity[i] x weights of stage i, removed
   below one magnitude threshold across the network, so layers with many small weights give
-  more. The pruning guides contrast the two (Blalock et al. 2020, "What is the state of
-  neural network pruning?", and Zhu & Gupta 2017 prune layer by layer); which serves a BN
-  network better is measured in BENCHMARKS.md, not assumed.
+  more;
+- `lamp`: the same number, below one threshold of LAMP scores (Lee et al. 2021,
+  "Layer-adaptive sparsity for the magnitude-based pruning"): a weight's squared magnitude
+  over the sum of the squares of the weights of its layer no smaller than it. Scores are
+  comparable across layers, and each layer's largest weight scores 1, so no layer is emptied
+  as global magnitude pruning can empty a layer of small weights.
+
+The pruning guides contrast local and global (Blalock et al. 2020, "What is the state of
+neural network pruning?"; Zhu & Gupta 2017 prune layer by layer); which serves a BN network
+better is measured in BENCHMARKS.md, not assumed.
 
 `sparsity_schedule` says when:
 
@@ -72,7 +79,7 @@ class SparsityParams(TechniqueParams):
     sparsity: PerStage[
         Annotated[float, Field(ge=0, le=MAX_SPARSITY, description="fraction of weights zeroed")]
     ]
-    sparsity_scope: Literal["local", "global"] = "local"
+    sparsity_scope: Literal["local", "global", "lamp"] = "local"
     sparsity_schedule: Literal["one_shot", "iterative"] = "one_shot"
     sparse_training: Literal["static", "set", "rigl"] = "static"
 
@@ -84,7 +91,7 @@ class Sparsity(Technique):
     Params = SparsityParams
     space: ClassVar[dict[str, Any]] = {
         "sparsity": {"type": "float", "low": 0.0, "high": 0.9, "step": 0.1},
-        "sparsity_scope": {"type": "choice", "values": ["local", "global"]},
+        "sparsity_scope": {"type": "choice", "values": ["local", "global", "lamp"]},
         "sparsity_schedule": {"type": "choice", "values": ["one_shot", "iterative"]},
         "sparse_training": {"type": "choice", "values": ["static", "set", "rigl"]},
     }
@@ -159,8 +166,9 @@ def magnitude_masks(
     """Masks (1 keep, 0 prune; float, the weights' shapes) removing the smallest |w|.
 
     `local`: round(sparsity[i] * n_i) weights of each tensor i. `global`: the same total,
-    the smallest magnitudes over all tensors together. Ties at the threshold are broken by
-    position, so exactly the asked number goes.
+    the smallest magnitudes over all tensors together; `lamp`: the same total, the smallest
+    LAMP scores (`lamp_scores`). Ties at the threshold are broken by position, so exactly the
+    asked number goes.
     """
     counts = [round(s * w.numel()) for w, s in zip(weights, sparsity, strict=True)]
     if scope == "local":
@@ -168,12 +176,25 @@ def magnitude_masks(
             _drop_smallest(w.abs().flatten(), k).view_as(w)
             for w, k in zip(weights, counts, strict=True)
         ]
-    if scope != "global":
-        raise ValueError(f"unknown sparsity scope {scope!r}; allowed: local, global")
-    flat = torch.cat([w.abs().flatten() for w in weights]) if weights else torch.zeros(0)
+    if scope not in ("global", "lamp"):
+        raise ValueError(f"unknown sparsity scope {scope!r}; allowed: local, global, lamp")
+    score = lamp_scores if scope == "lamp" else torch.abs
+    flat = torch.cat([score(w).flatten() for w in weights]) if weights else torch.zeros(0)
     keep = _drop_smallest(flat, sum(counts))
     parts = keep.split([w.numel() for w in weights])
     return [m.view_as(w) for m, w in zip(parts, weights, strict=True)]
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP score of every weight (Lee et al. 2021): w_u^2 / sum of w_v^2 over the weights v of
+    the tensor with |w_v| >= |w_u| (itself included); in (0, 1], the largest weight 1."""
+    squares = weight.detach().flatten().double() ** 2
+    order = torch.argsort(squares)
+    ascending = squares[order]
+    tails = torch.flip(torch.cumsum(torch.flip(ascending, [0]), 0), [0])  # sum from u on
+    scores = torch.empty_like(squares)
+    scores[order] = ascending / tails.clamp_min(1e-300)
+    return scores.float().view_as(weight)
 
 
 def _drop_smallest(magnitudes: torch.Tensor, k: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from automl.compress.sparsity import (
     MaskSchedule,
     SparsityParams,
     WeightMask,
+    lamp_scores,
     magnitude_masks,
     sparse_layers,
 )
@@ -211,3 +212,20 @@ def test_rigl_regrows_where_the_dense_gradient_is_largest():
     flat = mask.mask.flatten()
     assert (flat[inactive] == 1).all()
     assert (module.parametrizations.weight.original.flatten()[inactive] == 0).all()
+
+
+def test_lamp_spreads_the_cut_and_empties_no_layer():
+    torch.manual_seed(0)
+    weights = [torch.randn(8, 4, 3, 3) * 0.01, torch.randn(16, 8)]  # the first far smaller
+    scores = lamp_scores(weights[1])
+    flat = weights[1].flatten()
+    assert scores.flatten()[flat.abs().argmax()] == 1.0  # the largest weight scores 1
+    least = flat.abs().argmin()  # the smallest weight's tail is the whole layer
+    assert abs(scores.flatten()[least] - flat[least] ** 2 / (flat**2).sum()) < 1e-6
+    by_global = magnitude_masks(weights, [0.9, 0.9], "global")
+    by_lamp = magnitude_masks(weights, [0.9, 0.9], "lamp")
+    total = round(0.9 * 288) + round(0.9 * 128)  # 374: more than the small layer holds
+    assert sum(int((m == 0).sum()) for m in by_lamp) == total
+    assert int((by_global[0] == 0).sum()) == 288  # global magnitude empties the small layer
+    assert 0 < int((by_lamp[0] == 0).sum()) < 288  # LAMP keeps some of it
+    assert all(int(m.sum()) >= 1 for m in by_lamp)
