@@ -1,10 +1,11 @@
 """Unstructured sparsity on Fashion-MNIST, each technique against its control on one
-architecture: iterative against one-shot, global against local at equal sparsity, lottery
-tickets (rewind, reinit) against inheriting the teacher's weights, and dynamic sparse
+architecture: iterative against one-shot, global or LAMP against local at equal sparsity,
+lottery tickets (rewind, reinit) against inheriting the teacher's weights, and dynamic sparse
 training (SET, RigL) against a static mask; a dense student beside them for the cost of
 sparsity itself.
 
     python benchmarks/sparsity.py [--subset 10000] [--epochs 5] [--sparsity 0.8] [--seeds 0 1 2]
+    python benchmarks/sparsity.py --conditions control LAMP     # some conditions only
 
 One architecture (every block, half of each stage's channels, 8-bit weights, stem and head
 dense), the config's teacher (from its cache, which must hold its first-epoch weights for
@@ -35,6 +36,7 @@ CONTROL = {
 CONDITIONS = {
     "control: one-shot, local, inherit, static": {},
     "global scope": {"sparsity_scope": "global"},
+    "LAMP scope": {"sparsity_scope": "lamp"},
     "iterative schedule": {"sparsity_schedule": "iterative"},
     "init rewind (lottery ticket)": {"init": "rewind"},
     "init reinit (random, same masks)": {"init": "reinit"},
@@ -84,6 +86,9 @@ def main() -> int:
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, help="write every result here as JSON")
+    parser.add_argument(
+        "--conditions", nargs="+", help="run only the conditions whose names start so"
+    )
     args = parser.parse_args()
 
     cfg = load_config(args.config)
@@ -94,9 +99,14 @@ def main() -> int:
     if ctx.rewind is None:
         print("the cached teacher keeps no first-epoch weights: retrain it for `rewind`")
         return 2
-    results: dict[str, list[dict]] = {name: [] for name in CONDITIONS}
+    chosen = {
+        name: change
+        for name, change in CONDITIONS.items()
+        if not args.conditions or any(name.startswith(c) for c in args.conditions)
+    }
+    results: dict[str, list[dict]] = {name: [] for name in chosen}
     for seed in args.seeds:
-        for name, change in CONDITIONS.items():
+        for name, change in chosen.items():
             arch = architecture(exp.stages, args.sparsity, change)
             result, _ = run_trial(arch, ctx, seed)
             results[name].append(result.model_dump())
