@@ -198,7 +198,9 @@ def _upgrade_pareto(raw: dict[str, Any]) -> dict[str, Any]:
 def _seeds_of_their_own(raw: dict[str, Any]) -> dict[str, Any]:
     """Format 2 split the data and trained the teacher with the search seed; teacher
     augmentation was a random shift (`teacher.augment_shift`), now `data.augment`."""
-    config = dict(raw.get("config") or {})
+    if not isinstance(raw.get("config"), dict):
+        return raw  # nothing to upgrade: validation names the missing section
+    config = dict(raw["config"])
     seed = config.get("seed", 0)
     data = {"type": "digits", **(config.get("data") or {})}
     data.setdefault("split_seed", seed)
@@ -210,7 +212,9 @@ def _seeds_of_their_own(raw: dict[str, Any]) -> dict[str, Any]:
 def _torch_latency(raw: dict[str, Any]) -> dict[str, Any]:
     """Before format 4 the search timed PyTorch eager (`latency.runtime` did not exist); a
     resumed run keeps timing what its trials were timed on."""
-    config = dict(raw.get("config") or {})
+    if not isinstance(raw.get("config"), dict):
+        return raw  # nothing to upgrade: validation names the missing section
+    config = dict(raw["config"])
     latency = {"runtime": "torch", **(config.get("latency") or {})}
     return {**raw, "config": {**config, "latency": latency}}
 

@@ -102,7 +102,14 @@ def test_pick_exports_a_model_that_runs_from_its_card(reported, tmp_path):
     proc = cli("pick", reported, "--min-accuracy", "0", "--out", out, "--rounds", "2")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["model.onnx", "model.safetensors", "architecture.json", "card.json", "card.md"]
+        [
+            "model.onnx",
+            "model.packed",
+            "model.safetensors",
+            "architecture.json",
+            "card.json",
+            "card.md",
+        ]
     )
     card = json.loads((out / "card.json").read_text())
     pareto = json.loads((reported / "pareto.json").read_text())

@@ -15,7 +15,8 @@ def test_trials_csv_has_a_column_per_dimension_result_and_controller_field(tmp_p
     records[0].extra = {"node_id": "abc"}
     run.write_trials(records)
     rows = list(csv.DictReader(run.trials_csv.open()))
-    assert list(rows[0])[:2] == ["number", "state"] and list(rows[0])[-1] == "error"
+    assert list(rows[0])[:2] == ["number", "state"]
+    assert list(rows[0])[-2:] == ["error", "rejected"]
     assert {"stage0.channel_keep", "stage0.bits", "criterion", "kd_alpha", "node_id"} <= set(
         rows[0]
     )
