@@ -516,7 +516,8 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
     (
         "train: an unknown criterion",
         ["train", "{tmp}/arch_foo.json"],
-        "unknown pruning criterion 'foo'; known: ['bn_scale', 'fpgm', 'l1', 'l2', 'random', 'taylor']",
+        "unknown pruning criterion 'foo'; known: "
+        "['bn_scale', 'fpgm', 'l1', 'l2', 'random', 'taylor']",
     ),
     (
         "resume: a truncated run.json",
