@@ -113,9 +113,9 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     ),
     (
         "enqueue value not in a choice",
-        {"search.enqueue": [{"criterion": "hessian"}]},
+        {"search.enqueue": [{"criterion": "snip"}]},
         [],
-        "search.enqueue.0: criterion: 'hessian' is not allowed; the dimension is",
+        "search.enqueue.0: criterion: 'snip' is not allowed; the dimension is",
     ),
     (
         "a transformer teacher",

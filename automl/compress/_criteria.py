@@ -1,7 +1,8 @@
 """Channel importance criteria for structured pruning, registered by name.
 
-Each gives a torch-pruning importance; those that need gradients (Taylor) say so, and the
-pruner runs one backward pass on the calibration batch first.
+Each gives a torch-pruning importance, and, where the scores need more than the weights, a
+`prepare` step the pruner runs first on a labelled calibration batch (gradients for Taylor,
+the diagonal of the empirical Fisher for the second-order criterion).
 """
 
 from __future__ import annotations
@@ -9,13 +10,81 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 import torch_pruning as tp
+from torch import nn
+from torch_pruning.pruner import function
+
+Prepare = Callable[[nn.Module, torch.Tensor, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
 class Criterion:
     make: Callable[[], tp.importance.Importance]
-    needs_gradients: bool = False
+    prepare: Prepare | None = None  # (model, inputs, labels): leaves what the scores read
+
+
+def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    """`.grad` of every parameter: the gradient of the batch's cross-entropy."""
+    model.zero_grad()
+    F.cross_entropy(model(inputs), labels).backward()
+
+
+def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    """`.grad` of every parameter: the mean over the batch of each image's squared gradient,
+    the diagonal of the empirical Fisher, which stands in for the Hessian's diagonal in
+    Optimal Brain Damage (LeCun et al. 1990): removing weight w costs about w**2 * H_ww / 2.
+
+    torch-pruning's own accumulation (`GroupHessianImportance.accumulate_grad`, 1.6) keys its
+    sums by parameter but looks them up by name, so it keeps the last image's gradient only;
+    this sums per image itself."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums = [torch.zeros_like(p) for p in params]
+    for i in range(len(inputs)):
+        model.zero_grad()
+        F.cross_entropy(model(inputs[i : i + 1]), labels[i : i + 1]).backward()
+        for total, p in zip(sums, params, strict=True):
+            if p.grad is not None:
+                total += p.grad.detach() ** 2
+    for total, p in zip(sums, params, strict=True):
+        p.grad = total / len(inputs)
+
+
+class SynapticStrength(tp.importance.Importance):
+    """Synaptic strength (Lin et al. 2018): a channel matters by the BatchNorm scale that
+    sets how strongly it fires, times the norm of the kernels that read it in the next
+    layers, so a channel with a large scale that nothing downstream listens to scores low.
+    Per channel of a group: the mean |gamma| of its BatchNorms times the mean L2 norm of its
+    input kernels; a group without both is scored by whichever it has."""
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        n = len(group[0].root_idxs)
+        scales, kernels = torch.zeros(n), torch.zeros(n)
+        scale_layers = kernel_layers = 0
+        for i, (dep, idxs) in enumerate(group):
+            layer, fn, root = dep.target.module, dep.handler, group[i].root_idxs
+            if any(r is None for r in root):
+                continue
+            where = torch.tensor(root, dtype=torch.long)
+            if fn == function.prune_batchnorm_out_channels and layer.affine:
+                scales.scatter_add_(0, where, layer.weight.detach()[idxs].abs().float().cpu())
+                scale_layers += 1
+            elif fn in (function.prune_conv_in_channels, function.prune_linear_in_channels):
+                if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+                    continue  # grouped: not a full kernel per input channel
+                w = layer.weight.detach().transpose(0, 1).flatten(1).norm(dim=1)[idxs]
+                kernels.scatter_add_(0, where, w.float().cpu())
+                kernel_layers += 1
+        if not scale_layers and not kernel_layers:
+            return None
+        score = torch.ones(n)
+        if scale_layers:
+            score *= scales / scale_layers
+        if kernel_layers:
+            score *= kernels / kernel_layers
+        return score
 
 
 _CRITERIA: dict[str, Criterion] = {
@@ -25,7 +94,10 @@ _CRITERIA: dict[str, Criterion] = {
     # He et al. 2019: the filters nearest the geometric median of their layer are the most
     # replaceable by the others, whatever their norm
     "fpgm": Criterion(tp.importance.FPGMImportance),
-    "taylor": Criterion(tp.importance.TaylorImportance, needs_gradients=True),
+    "synaptic": Criterion(SynapticStrength),
+    "taylor": Criterion(tp.importance.TaylorImportance, prepare=loss_gradients),
+    # second order: torch-pruning's OBD scores read `.grad` as the Hessian's diagonal
+    "hessian": Criterion(tp.importance.HessianImportance, prepare=fisher_diagonal),
     "random": Criterion(tp.importance.RandomImportance),
 }
 

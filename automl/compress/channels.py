@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 import torch_pruning as tp
 from pydantic import AfterValidator, Field
 from torch import nn
@@ -92,9 +91,8 @@ def prune_channels(
         ignored_layers=[classifier] if isinstance(classifier, nn.Module) else [],
         round_to=round_to,
     )
-    if spec.needs_gradients:
-        model.zero_grad()
-        F.cross_entropy(model(inputs), labels).backward()
+    if spec.prepare is not None:
+        spec.prepare(model, inputs, labels)
     pruner.step()
     model.zero_grad(set_to_none=True)
     return list(pruner.pruning_history())
