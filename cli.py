@@ -146,7 +146,10 @@ def search(
     early_stop: Annotated[
         str | None,
         typer.Option(
-            help=_of_config("Ray: none | asha (stop weak students early)", "ray.early_stop")
+            help=_of_config(
+                "none | asha | mo_asha: stop students that rank low after epoch 1, 3, 9, ...",
+                "search.early_stop",
+            )
         ),
     ] = None,
 ) -> None:
@@ -167,7 +170,7 @@ def search(
             "ray.max_concurrent": max_concurrent,
             "ray.cpus_per_trial": cpus_per_trial,
             "ray.gpus_per_trial": gpus_per_trial,
-            "ray.early_stop": early_stop,
+            "search.early_stop": early_stop,
         }
         cfg = _load(config, overrides)  # a new run's config; with --resume, what it asks for
         if resume:

@@ -151,6 +151,13 @@ class SearchConfig(Strict):
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = Field(
         default=None, description="keep no student below this validation accuracy"
     )
+    early_stop: Literal["none", "asha", "mo_asha"] = Field(
+        default="none",
+        description="stop trials at rungs of epochs (1, eta, eta**2, ... below training.epochs) "
+        "that rank below the best 1/eta of their rung: by validation accuracy (asha) or by "
+        "non-dominated sorting of every objective (mo_asha); both backends",
+    )
+    reduction_factor: Annotated[int, Field(ge=2, description="eta of early_stop")] = 3
     enqueue: list[dict[str, Any]] = Field(
         default_factory=list,
         description="architectures to evaluate before the sampler's own, e.g. the space's "
@@ -173,7 +180,9 @@ class RayConfig(Strict):
     )
     cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
     gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
-    early_stop: Literal["none", "asha"] = "none"
+    early_stop: Literal["none", "asha"] = Field(
+        default="none", description="Ray Tune's own ASHAScheduler (eta 2, by validation accuracy)"
+    )
     max_retries: Annotated[
         int, Field(ge=0, description="retries of a trial whose worker died (node failure)")
     ] = 3
@@ -215,6 +224,21 @@ class ExperimentConfig(Strict):
                     "is a module on the Python path, e.g. my_techniques for my_techniques.py"
                 ) from None
         return raw
+
+    @model_validator(mode="after")
+    def _one_early_stop(self) -> ExperimentConfig:
+        if self.search.early_stop != "none" and self.ray.early_stop != "none":
+            raise ValueError(
+                f"search.early_stop: {self.search.early_stop} and ray.early_stop: "
+                f"{self.ray.early_stop} both stop trials early; set one of them to none"
+            )
+        if self.search.early_stop != "none" and self.training.epochs < 2:
+            raise ValueError(
+                f"search.early_stop: {self.search.early_stop} compares trials after epoch 1, "
+                f"2, ... below the last, and training.epochs is {self.training.epochs}; train "
+                "for at least 2 epochs or set early_stop: none"
+            )
+        return self
 
     @model_validator(mode="after")
     def _enqueue_names_dimensions(self) -> ExperimentConfig:

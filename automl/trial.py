@@ -20,6 +20,7 @@ from automl.config import LatencyConfig, TrainingConfig
 from automl.constraints import Limits, Rejected
 from automl.data import DataBundle
 from automl.deploy.onnx import onnx_latency_ms
+from automl.early_stop import EpochReport
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
 from automl.student.build import (
@@ -45,9 +46,9 @@ from automl.training import (
 )
 from search_spaces import Architecture
 
-# Called after each epoch with (epoch, val_accuracy); returns True to stop the trial early
-# (multi-fidelity schedulers such as ASHA decide through it).
-Reporter = Callable[[int, float], bool]
+# Called after each epoch; returns True to stop the trial early (multi-fidelity schedulers
+# such as ASHA decide through it, see automl.early_stop).
+Reporter = Callable[[EpochReport], bool]
 
 
 class TrialStopped(Exception):
@@ -229,7 +230,8 @@ def run_trial(
         if reporter is None:
             return False
         val = accuracy(model, data.val, ctx.device)
-        if reporter(epoch, val):
+        size = packed_size_bytes(student, arch)  # moves with a technique that moves
+        if reporter(EpochReport(epoch, val, lat, size)):
             raise TrialStopped(epoch, val)
         return False
 

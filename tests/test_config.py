@@ -67,6 +67,23 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
         ({"search": {"budget": 0}}, "search.budget: Input should be greater than or equal to 1"),
         ({"search": {"sampler": "grid"}}, "search.sampler: unknown sampler 'grid'; registered:"),
         ({"search": {"backend": "k8s"}}, "search.backend: unknown backend 'k8s'; registered:"),
+        (
+            {"search": {"early_stop": "hyperband"}},
+            "search.early_stop: Input should be 'none', 'asha' or 'mo_asha'",
+        ),
+        (
+            {"search": {"early_stop": "mo_asha"}, "training": {"epochs": 1}},
+            "compares trials after epoch 1, 2, ... below the last, and training.epochs is 1",
+        ),
+        (
+            {
+                "search": {"early_stop": "asha"},
+                "ray": {"early_stop": "asha"},
+                "training": {"epochs": 3},
+            },
+            "search.early_stop: asha and ray.early_stop: asha both stop trials early",
+        ),
+        ({"search": {"reduction_factor": 1}}, "search.reduction_factor: Input should be greater"),
         ({"latency": {"repeats": 5}}, "latency.repeats"),
         ({"data": {"type": "mnist"}}, "data"),
         ({"data": {"val_fraction": 0.5, "test_fraction": 0.45}}, "val_fraction + test_fraction"),

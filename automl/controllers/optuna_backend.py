@@ -17,9 +17,10 @@ from automl.controllers.base import (
     SearchProgress,
 )
 from automl.controllers.samplers import create_sampler
+from automl.early_stop import RUNGS_ATTR, EpochReport, RungTable
 from automl.objectives import values
 from automl.student.files import student_bytes
-from automl.trial import TrialRecord, TrialStopped, run_trial
+from automl.trial import Reporter, TrialRecord, TrialStopped, run_trial
 
 
 class OptunaController(Controller):
@@ -40,6 +41,7 @@ class OptunaController(Controller):
         )
         limits = self.context.limits
         rejections = studies.RejectionBudget(budget, studies.rejected(study))
+        table = studies.rung_table(study, self.config.search, self.config.training.epochs)
         trial_seconds = 0.0
         progress.start(budget, completed)
         try:
@@ -49,7 +51,12 @@ class OptunaController(Controller):
                 trial.set_user_attr("architecture", arch.model_dump(mode="json"))
                 t0 = time.perf_counter()
                 try:
-                    result, model = run_trial(arch, self.context, self.config.seed + trial.number)
+                    result, model = run_trial(
+                        arch,
+                        self.context,
+                        self.config.seed + trial.number,
+                        None if table is None else _reporter(table, trial),
+                    )
                 except Rejected as exc:  # measured, not trained: the sampler learns from it
                     trial_seconds += time.perf_counter() - t0
                     trial.set_user_attr("result", exc.scores.model_dump())
@@ -60,7 +67,11 @@ class OptunaController(Controller):
                     continue
                 except TrialStopped as exc:
                     trial_seconds += time.perf_counter() - t0
-                    trial.set_user_attr("error", str(exc))
+                    trial.set_user_attr(
+                        "error",
+                        f"stopped early by {self.config.search.early_stop} after epoch "
+                        f"{exc.epoch} (val_accuracy {exc.val_accuracy:.4f})",
+                    )
                     study.tell(trial, state=TrialState.PRUNED)
                     continue
                 except Exception as exc:  # a failed trial is recorded; the search goes on
@@ -94,3 +105,16 @@ class OptunaController(Controller):
 
     def records(self) -> list[TrialRecord]:
         return studies.records(studies.open_study(self.study_ref))
+
+
+def _reporter(table: RungTable, trial: optuna.Trial) -> Reporter:
+    """Early stopping for one trial: its rung reports go to `table`, which decides, and to the
+    trial's `rungs` attribute, from which a resumed search rebuilds the table."""
+
+    def report(epoch: EpochReport) -> bool:
+        stop = table.report(trial.number, epoch)
+        if epoch.epoch in table.rung_epochs:
+            trial.set_user_attr(RUNGS_ATTR, table.attr(trial.number))
+        return stop
+
+    return report

@@ -9,6 +9,8 @@
   (`WeightStore`), so no shared file system is needed.
 - A trial whose worker dies is retried (`ray.max_retries`); a trial that fails on its own (an
   exception, a NaN loss) is recorded as failed and not retried.
+- `search.early_stop` decides in the driver (`RungScheduler` over the run's RungTable), from
+  each epoch's report; `ray.early_stop: asha` is Tune's own ASHAScheduler instead.
 - `--resume` opens the same study again and runs a new Tune experiment beside the old ones
   (`<run>/ray/session-N`): completed trials live in the study and in models/, so none is lost.
 """
@@ -26,6 +28,7 @@ import optuna
 import ray
 import torch
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -42,6 +45,7 @@ from automl.controllers.base import (
 )
 from automl.controllers.ray_connect import connect
 from automl.controllers.samplers import create_sampler
+from automl.early_stop import RUNGS_ATTR, EpochReport, RungTable
 from automl.objectives import NAMES, OBJECTIVES
 from automl.student.files import student_bytes
 from automl.trial import TrialContext, TrialRecord, TrialResult, run_trial
@@ -75,8 +79,8 @@ def ray_trial(
     report_epochs: bool,
     plugins: tuple[str, ...],
 ) -> None:
-    """The Tune trainable: one `run_trial` on a worker. Reports val_accuracy per epoch when a
-    scheduler needs it, then one final result with every metric (or an `error`)."""
+    """The Tune trainable: one `run_trial` on a worker. Reports each epoch (an EpochReport) when
+    a scheduler needs it, then one final result with every metric (or an `error`)."""
     for module in plugins:  # techniques registered outside the package
         importlib.import_module(module)
     torch.set_num_threads(threads)
@@ -94,10 +98,10 @@ def ray_trial(
     hook = ctx.teacher.register_forward_hook(count_teacher_call)
     reporting = [False]
 
-    def reporter(epoch: int, val_accuracy: float) -> bool:
-        if epoch < ctx.training.epochs:  # the last epoch is in the final result
+    def reporter(epoch: EpochReport) -> bool:
+        if epoch.epoch < ctx.training.epochs:  # the last epoch is in the final result
             reporting[0] = True
-            tune.report({**base, "epoch": epoch, "val_accuracy": val_accuracy})
+            tune.report({**base, **dataclasses.asdict(epoch)})
             reporting[0] = False
         return False  # the scheduler stops a trial by stopping its actor
 
@@ -194,6 +198,9 @@ class BudgetSearcher(Searcher):
         self.rejections = studies.RejectionBudget(budget, studies.rejected(controller.study))
         self.pending: dict[str, dict[str, Any]] = {}
         self.too_many_rejected = ""
+        search = controller.config.search
+        self.table = studies.rung_table(controller.study, search, controller.config.training.epochs)
+        self.stopper = "ASHA" if self.table is None else search.early_stop
 
     @property
     def stopped(self) -> bool:
@@ -245,9 +252,11 @@ class BudgetSearcher(Searcher):
                 self.too_many_rejected = str(exc)
         elif "result_json" not in result:
             attrs["error"] = (
-                f"stopped early by ASHA after epoch {result.get('epoch')} "
+                f"stopped early by {self.stopper} after epoch {result.get('epoch')} "
                 f"(val_accuracy {result.get('val_accuracy', float('nan')):.4f})"
             )
+            if self.table is not None:
+                attrs[RUNGS_ATTR] = self.table.attr(number)
             self.space.set_attrs(number, attrs)
             self.inner.on_trial_complete(trial_id, None, error=False)  # PRUNED
         else:
@@ -255,6 +264,8 @@ class BudgetSearcher(Searcher):
             arch = Architecture.model_validate_json(config["architecture"])
             attrs["result"] = trial_result.model_dump()
             attrs["teacher_forward_calls"] = int(result.get("teacher_forward_calls", -1))
+            if self.table is not None:
+                attrs[RUNGS_ATTR] = self.table.attr(number)
             self.controller.completed(number, arch, trial_result, float(result["trial_seconds"]))
             self.space.set_attrs(number, attrs, self.limits, trial_result)
             self.inner.on_trial_complete(trial_id, {m: result[m] for m in NAMES})
@@ -270,6 +281,28 @@ class BudgetSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as fh:
             self.__dict__.update(pickle.load(fh))
+
+
+class RungScheduler(FIFOScheduler):
+    """`search.early_stop` under Tune: each epoch report goes to the run's RungTable (in the
+    driver, shared with the searcher, which stores it with the trial), and a trial the table
+    stops is stopped."""
+
+    def __init__(self, table: RungTable) -> None:
+        super().__init__()
+        self.table = table
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if "result_json" in result or "trial_number" not in result or "epoch" not in result:
+            return TrialScheduler.CONTINUE  # the final result, a rejection or an error
+        report = EpochReport(
+            int(result["epoch"]),
+            float(result["val_accuracy"]),
+            float(result["latency_ms"]),
+            int(result["size_bytes"]),
+        )
+        stop = self.table.report(int(result["trial_number"]), report)
+        return TrialScheduler.STOP if stop else TrialScheduler.CONTINUE
 
 
 class RayController(Controller):
@@ -335,11 +368,13 @@ class RayController(Controller):
             seed=self.config.seed,
             threads=max(1, int(cpus)),
             use_gpu=cfg.gpus_per_trial > 0,
-            report_epochs=cfg.early_stop == "asha",
+            report_epochs=cfg.early_stop == "asha" or searcher.table is not None,
             plugins=tuple(self.config.plugins),
         )
-        scheduler = None
-        if cfg.early_stop == "asha":
+        scheduler: tune.schedulers.TrialScheduler | None = None
+        if searcher.table is not None:
+            scheduler = RungScheduler(searcher.table)
+        elif cfg.early_stop == "asha":
             scheduler = tune.schedulers.ASHAScheduler(
                 time_attr="epoch",
                 metric="val_accuracy",

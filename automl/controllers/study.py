@@ -18,7 +18,9 @@ import optuna
 import sqlalchemy
 from optuna.trial import TrialState
 
+from automl.config import SearchConfig
 from automl.constraints import REJECTED_BEFORE_TRAINING, Limits
+from automl.early_stop import RUNGS_ATTR, RungTable
 from automl.objectives import DIRECTIONS
 from automl.trial import TrialRecord, TrialResult
 from search_spaces import Architecture
@@ -129,6 +131,19 @@ def tell_limits(trial: optuna.Trial, limits: Limits, scores: Any, was_trained: b
         prefix = "" if was_trained else f"{REJECTED_BEFORE_TRAINING}: "
         trial.set_user_attr("rejected", prefix + reason)
     return reason
+
+
+def rung_table(study: optuna.Study, search: SearchConfig, epochs: int) -> RungTable | None:
+    """The early-stopping table of `search.early_stop` (None: none), holding what the study's
+    trials reported at the rungs in earlier sessions (their `rungs` attribute)."""
+    if search.early_stop == "none":
+        return None
+    table = RungTable(search.early_stop, epochs, search.reduction_factor)
+    for t in study.get_trials(deepcopy=False):
+        attr = t.user_attrs.get(RUNGS_ATTR)
+        if isinstance(attr, dict):
+            table.load_attr(t.number, attr)
+    return table
 
 
 def failed(study: optuna.Study) -> int:

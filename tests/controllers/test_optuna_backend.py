@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.controllers.contract import (  # the contract's tests run here
     test_budget_counts_completed_trials_and_failures_are_recorded,  # noqa: F401
+    test_early_stopping_stops_the_students_its_rule_ranks_low,  # noqa: F401
 )
 
 COVERED_ELSEWHERE = {

@@ -130,13 +130,13 @@ def cluster_config(tiny, teacher_cache, tmp_path) -> Path:
     return write_config(tmp_path / "config.yaml", raw)
 
 
-def test_early_stopping_with_asha(cluster, tiny, teacher_cache, tmp_path):
+def test_early_stopping_with_tunes_own_asha(cluster, tiny, teacher_cache, tmp_path):
+    """`ray.early_stop: asha`, Tune's ASHAScheduler (the contract runs search.early_stop)."""
     raw = tiny_raw(teacher_cache, tmp_path / "run", budget=3)
     raw["training"]["epochs"] = 2
+    raw["ray"] = {"early_stop": "asha"}
     config = write_config(tmp_path / "config.yaml", raw)
-    wait(
-        search(cluster, config, "--backend", "ray", "--early-stop", "asha", "--max-concurrent", "1")
-    )
+    wait(search(cluster, config, "--backend", "ray", "--max-concurrent", "1"))
     run = tmp_path / "run"
     states = [r["state"] for r in rows(run)]
     assert states.count("COMPLETE") == 3
