@@ -33,7 +33,7 @@ system-packages:
 	bash scripts/system-packages.sh
 
 test: $(VENV)/.dev system-packages
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
