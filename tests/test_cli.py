@@ -25,7 +25,7 @@ def test_bad_input_in_a_real_process_is_one_message_and_exit_2(tmp_path, teacher
     [
         ([], {"teacher": {"model": "resnet19"}}, "unknown timm model 'resnet19'"),
         ([], {"search": {"budgett": 1}}, "search.budgett: unknown key"),
-        (["--sampler", "grid"], {}, "unknown sampler 'grid'; registered: nsga2, random, tpe"),
+        (["--sampler", "grid"], {}, "unknown sampler 'grid'; registered: nsga2, random, rl, tpe"),
         (["--backend", "slurm"], {}, "unknown backend 'slurm'; registered: optuna, ray"),
         ([], {"teacher": {"checkpoint": "/no/such/file.pt"}}, "file not found"),
         (

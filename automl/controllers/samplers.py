@@ -11,11 +11,15 @@ from collections.abc import Callable
 
 import optuna
 
+from automl.controllers.rl_sampler import ReinforceSampler
+
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     # multivariate: one joint density over all dimensions instead of one per dimension
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, multivariate=True),
     "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed, population_size=20),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+    # REINFORCE over the per-stage choices, rewarded by hypervolume gain (rl_sampler.py)
+    "rl": lambda seed: ReinforceSampler(seed=seed),
 }
 
 

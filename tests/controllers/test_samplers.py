@@ -30,5 +30,5 @@ def test_samplers_are_seeded_and_unknown_names_list_the_registered():
             study = optuna.create_study(sampler=create_sampler(name, 7))
             draws.append(study.ask().suggest_float("x", 0, 1))
         assert draws[0] == draws[1]
-    with pytest.raises(ValueError, match="registered: nsga2, random, tpe"):
+    with pytest.raises(ValueError, match="registered: nsga2, random, rl, tpe"):
         create_sampler("grid", 0)
