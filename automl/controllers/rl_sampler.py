@@ -115,8 +115,7 @@ class ReinforceSampler(optuna.samplers.BaseSampler):
         finished = [
             t
             for t in study.get_trials(deepcopy=False)
-            if t.number not in policy.learnt
-            and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            if t.number not in policy.learnt and t.state in (TrialState.COMPLETE, TrialState.PRUNED)
         ]
         finished.sort(key=lambda t: (t.datetime_complete or t.datetime_start, t.number))
         signs = np.array([-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions])
