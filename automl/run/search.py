@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from automl.compress.init import NO_REWIND
 from automl.config import ExperimentConfig, validate_config
 from automl.constraints import Limits
 from automl.controllers import create_controller
@@ -211,6 +212,9 @@ def _search(
     except ValueError as exc:
         raise UserError(str(exc)) from None
     queued = [_fixed_params(space, i, entry) for i, entry in enumerate(config.search.enqueue)]
+    init = space.global_dims.get("init")
+    if init is not None and init.allows("rewind") and exp.teacher.rewind_state() is None:
+        raise UserError(f"search_space.init allows rewind: {NO_REWIND}")
     previous = run_dir.read_run() if resume else None
     figures = _run_teacher(exp, previous)
     sessions = previous.sessions if previous else []

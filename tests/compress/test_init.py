@@ -13,9 +13,13 @@ from automl.compress.depth import DepthParams
 from automl.compress.init import NO_REWIND, InitParams
 from automl.compress.sparsity import SparsityParams
 from automl.compress.weight_quant import WeightQuantParams
+from automl.config import validate_config
+from automl.errors import UserError
+from automl.run.search import run_search
 from automl.stages import find_stages
 from automl.student.build import build_student
 from search_spaces import Architecture
+from tests.conftest import tiny_raw
 
 X = torch.randn(8, 1, 16, 16)
 Y = torch.randint(0, 10, (8,))
@@ -115,3 +119,15 @@ def test_a_trial_context_rewinds_to_its_teacher_s_first_epoch(tiny):
     early = tiny.teacher.rewind_state()
     for name, value in student.state_dict().items():
         assert torch.equal(value, early[name]), name
+
+
+def test_a_search_that_may_draw_rewind_is_refused_before_its_first_trial(tmp_path):
+    """A teacher trained for one epoch keeps no early point: a search whose space allows
+    `rewind` stops with the message before any trial (it would fail every such trial)."""
+    raw = tiny_raw(tmp_path / "teachers", tmp_path / "run", budget=1)
+    raw["teacher"]["epochs"] = 1
+    raw["search_space"] = {"techniques": ["depth", "init"]}
+    with pytest.raises(UserError) as error:
+        run_search(validate_config(raw, "test"))
+    assert str(error.value) == f"search_space.init allows rewind: {NO_REWIND}"
+    assert not (tmp_path / "run" / "run.json").exists()
