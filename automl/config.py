@@ -180,9 +180,6 @@ class RayConfig(Strict):
     )
     cpus_per_trial: Annotated[float, Field(gt=0)] = 1.0
     gpus_per_trial: Annotated[float, Field(ge=0)] = 0.0
-    early_stop: Literal["none", "asha"] = Field(
-        default="none", description="Ray Tune's own ASHAScheduler (eta 2, by validation accuracy)"
-    )
     max_retries: Annotated[
         int, Field(ge=0, description="retries of a trial whose worker died (node failure)")
     ] = 3
@@ -225,13 +222,34 @@ class ExperimentConfig(Strict):
                 ) from None
         return raw
 
-    @model_validator(mode="after")
-    def _one_early_stop(self) -> ExperimentConfig:
-        if self.search.early_stop != "none" and self.ray.early_stop != "none":
+    @model_validator(mode="before")
+    @classmethod
+    def _ray_early_stop(cls, raw: Any) -> Any:
+        """`ray.early_stop: asha` (Tune's ASHAScheduler, Ray only, eta 2) became
+        `search.early_stop`, one implementation for both backends; old configs and run.json
+        files read as that, with the reduction factor they had."""
+        ray = raw.get("ray") if isinstance(raw, dict) else None
+        if not isinstance(ray, dict) or "early_stop" not in ray:
+            return raw
+        ray = dict(ray)
+        old = ray.pop("early_stop")
+        search = dict(raw.get("search") or {})
+        if old not in ("none", "asha"):
             raise ValueError(
-                f"search.early_stop: {self.search.early_stop} and ray.early_stop: "
-                f"{self.ray.early_stop} both stop trials early; set one of them to none"
+                f"ray.early_stop: {old!r} is not allowed; early stopping is search.early_stop "
+                "now (none | asha | mo_asha), for both backends"
             )
+        if old == "asha":
+            if search.get("early_stop", "none") not in ("none", "asha"):
+                raise ValueError(
+                    f"ray.early_stop: asha and search.early_stop: {search['early_stop']} both "
+                    "stop trials early; keep search.early_stop only"
+                )
+            search = {"early_stop": "asha", "reduction_factor": 2, **search}
+        return {**raw, "ray": ray, "search": search}
+
+    @model_validator(mode="after")
+    def _early_stop_has_rungs(self) -> ExperimentConfig:
         if self.search.early_stop != "none" and self.training.epochs < 2:
             raise ValueError(
                 f"search.early_stop: {self.search.early_stop} compares trials after epoch 1, "

@@ -76,13 +76,10 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
             "compares trials after epoch 1, 2, ... below the last, and training.epochs is 1",
         ),
         (
-            {
-                "search": {"early_stop": "asha"},
-                "ray": {"early_stop": "asha"},
-                "training": {"epochs": 3},
-            },
-            "search.early_stop: asha and ray.early_stop: asha both stop trials early",
+            {"search": {"early_stop": "mo_asha"}, "ray": {"early_stop": "asha"}},
+            "ray.early_stop: asha and search.early_stop: mo_asha both stop trials early",
         ),
+        ({"ray": {"early_stop": "mo_asha"}}, "early stopping is search.early_stop now"),
         ({"search": {"reduction_factor": 1}}, "search.reduction_factor: Input should be greater"),
         ({"latency": {"repeats": 5}}, "latency.repeats"),
         ({"data": {"type": "mnist"}}, "data"),
@@ -121,3 +118,12 @@ def test_missing_and_malformed_files(tmp_path):
     scalar.write_text("3")
     with pytest.raises(UserError, match="must be a mapping"):
         load_config(scalar)
+
+
+def test_ray_early_stop_of_old_configs_reads_as_search_early_stop():
+    """Tune's own ASHA (eta 2) became search.early_stop: asha, for both backends."""
+    old = validate_config({"ray": {"early_stop": "asha"}, "training": {"epochs": 3}}, "old")
+    assert (old.search.early_stop, old.search.reduction_factor) == ("asha", 2)
+    assert "early_stop" not in old.ray.model_dump()
+    none = validate_config({"ray": {"early_stop": "none"}}, "old")
+    assert none.search.early_stop == "none" and none.search.reduction_factor == 3

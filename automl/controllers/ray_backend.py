@@ -10,7 +10,7 @@
 - A trial whose worker dies is retried (`ray.max_retries`); a trial that fails on its own (an
   exception, a NaN loss) is recorded as failed and not retried.
 - `search.early_stop` decides in the driver (`RungScheduler` over the run's RungTable), from
-  each epoch's report; `ray.early_stop: asha` is Tune's own ASHAScheduler instead.
+  each epoch's report, by the rule the local controller uses.
 - `--resume` opens the same study again and runs a new Tune experiment beside the old ones
   (`<run>/ray/session-N`): completed trials live in the study and in models/, so none is lost.
 """
@@ -200,7 +200,7 @@ class BudgetSearcher(Searcher):
         self.too_many_rejected = ""
         search = controller.config.search
         self.table = studies.rung_table(controller.study, search, controller.config.training.epochs)
-        self.stopper = "ASHA" if self.table is None else search.early_stop
+        self.stopper = search.early_stop
 
     @property
     def stopped(self) -> bool:
@@ -368,22 +368,11 @@ class RayController(Controller):
             seed=self.config.seed,
             threads=max(1, int(cpus)),
             use_gpu=cfg.gpus_per_trial > 0,
-            report_epochs=cfg.early_stop == "asha" or searcher.table is not None,
+            report_epochs=searcher.table is not None,
             plugins=tuple(self.config.plugins),
         )
-        scheduler: tune.schedulers.TrialScheduler | None = None
-        if searcher.table is not None:
-            scheduler = RungScheduler(searcher.table)
-        elif cfg.early_stop == "asha":
-            scheduler = tune.schedulers.ASHAScheduler(
-                time_attr="epoch",
-                metric="val_accuracy",
-                mode="max",
-                max_t=self.config.training.epochs,
-                grace_period=1,
-                reduction_factor=2,
-            )
-        # Per-epoch reports carry val_accuracy only and failure reports an error only; Tune's
+        scheduler = None if searcher.table is None else RungScheduler(searcher.table)
+        # Per-epoch reports carry no size or MACs and failure reports an error only; Tune's
         # strict check wants every metric in every result. The old console output honours
         # verbose=0 (the new one prints an experiment table whatever is asked).
         os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")

@@ -1,6 +1,6 @@
 """The Ray Tune controller on real Ray: the controller contract on a two-node cluster on loopback
 in a private network namespace (tests/ray_cluster.py), and what only Ray does: a local
-instance that listens on loopback only, ASHA, job submission, the cluster file, node failure."""
+instance that listens on loopback only, job submission, the cluster file, node failure."""
 
 from __future__ import annotations
 
@@ -128,23 +128,6 @@ def _study_trials(run: Path):
 def cluster_config(tiny, teacher_cache, tmp_path) -> Path:
     raw = tiny_raw(teacher_cache, tmp_path / "run", budget=4)
     return write_config(tmp_path / "config.yaml", raw)
-
-
-def test_early_stopping_with_tunes_own_asha(cluster, tiny, teacher_cache, tmp_path):
-    """`ray.early_stop: asha`, Tune's ASHAScheduler (the contract runs search.early_stop)."""
-    raw = tiny_raw(teacher_cache, tmp_path / "run", budget=3)
-    raw["training"]["epochs"] = 2
-    raw["ray"] = {"early_stop": "asha"}
-    config = write_config(tmp_path / "config.yaml", raw)
-    wait(search(cluster, config, "--backend", "ray", "--max-concurrent", "1"))
-    run = tmp_path / "run"
-    states = [r["state"] for r in rows(run)]
-    assert states.count("COMPLETE") == 3
-    stopped = [r for r in rows(run) if r["state"] == "PRUNED"]
-    assert stopped, "ASHA stopped no trial"
-    assert all("stopped early by ASHA after epoch 1" in r["error"] for r in stopped)
-    front = {m["trial"] for m in json.loads((run / "pareto.json").read_text())["front"]}
-    assert not front & {int(r["number"]) for r in stopped}
 
 
 def test_search_submitted_as_a_ray_job(cluster, cluster_config):
