@@ -517,7 +517,7 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "train: an unknown criterion",
         ["train", "{tmp}/arch_foo.json"],
         "unknown pruning criterion 'foo'; known: "
-        "['bn_scale', 'fpgm', 'l1', 'l2', 'random', 'taylor']",
+        "['bn_scale', 'fpgm', 'hessian', 'l1', 'l2', 'random', 'synaptic', 'taylor']",
     ),
     (
         "resume: a truncated run.json",

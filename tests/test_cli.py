@@ -56,7 +56,7 @@ def test_missing_config_file_and_resume_without_run(tmp_path):
 def test_help_lists_the_registered_samplers_and_backends():
     result = cli_in_process("search", "--help")
     assert result.exit_code == 0
-    assert "nsga2 | random | tpe" in result.stdout and "optuna | ray" in result.stdout
+    assert "nsga2 | random | rl | tpe" in result.stdout and "optuna | ray" in result.stdout
 
 
 def test_help_shows_flags_as_flags_and_where_each_default_comes_from():

@@ -39,7 +39,8 @@ class Channels(Technique):
     Params = ChannelsParams
     space: ClassVar[dict[str, Any]] = {
         "channel_keep": {"type": "float", "low": 0.25, "high": 1.0, "step": 0.125},
-        "criterion": {"type": "choice", "values": ["l2", "bn_scale", "taylor", "random"]},
+        # the four best of benchmarks/criteria.py on Fashion-MNIST (BENCHMARKS.md)
+        "criterion": {"type": "choice", "values": ["synaptic", "taylor", "l1", "l2"]},
     }
 
     def apply(self, student: Student, params: ChannelsParams, ctx: BuildContext) -> None:

@@ -152,13 +152,13 @@ def test_early_stopping_stops_the_students_its_rule_ranks_low(
     (epoch 1 of 2) and keeps the report, the trials stopped are exactly those the rule stops
     when the reports are replayed in order, and they neither count nor enter the front."""
     run = tmp_path / "run"
-    raw = tiny_raw(teacher_cache, run, budget=4, early_stop="mo_asha", reduction_factor=2)
+    raw = tiny_raw(teacher_cache, run, budget=3, early_stop="mo_asha", reduction_factor=2)
     raw["training"]["epochs"] = 2
     raw["ray"] = {"max_concurrent": 1}
     wait(start_search(write_config(tmp_path / "c.yaml", raw)))
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run}/study.db")
     trials = sorted(study.trials, key=lambda t: t.number)
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
     replay = RungTable("mo_asha", max_epochs=2, eta=2)
     for t in trials:

@@ -34,7 +34,7 @@ def test_values_are_validated_and_typed_by_their_technique():
         ({"stages": [{"channel_keep": 1, "blocks": 1}]}, "bits"),
         ({"sparsity": 0.5}, "unknown value(s) ['sparsity']"),
         ({"techniques": ["depth", "prune"]}, "unknown compression technique 'prune'"),
-        ({"criterion": "hessian"}, "unknown pruning criterion"),
+        ({"criterion": "snip"}, "unknown pruning criterion"),
     ],
 )
 def test_bad_values_name_the_problem(change, needle):
