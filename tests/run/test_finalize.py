@@ -73,7 +73,7 @@ def test_finalize_again_reuses_what_is_done_and_redoes_what_is_missing(proxy_run
 def test_finalize_at_equal_compute_trains_smaller_models_longer(proxy_run):
     out, _ = proxy_run
     run = open_search_run(out)
-    training = run.config.training.model_copy(update={"final_max_epochs": 8})
+    training = run.config.training.model_copy(update={"final_max_epochs": 4})
     config = run.config.model_copy(update={"training": training})
     run = dataclasses.replace(run, doc=run.doc.model_copy(update={"config": config}))
     members = read_document(out / PROXY_PARETO, ParetoDocument).front
@@ -83,7 +83,7 @@ def test_finalize_at_equal_compute_trains_smaller_models_longer(proxy_run):
     assert max(expected.values()) > 2  # the front spreads its MACs enough to tell
     stamps = {t: (out / final_name(t)).stat().st_mtime_ns for t in expected}
     done = finalize(run).finalized
-    assert done.max_epochs == 8 and done.trial_epochs == expected
+    assert done.max_epochs == 4 and done.trial_epochs == expected
     for trial, epochs in expected.items():
         meta = json.loads((out / final_name(trial)).with_suffix(".json").read_text())
         assert meta["result"]["epochs"] == epochs
