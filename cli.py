@@ -91,7 +91,7 @@ def _load(config: Path | None, overrides: dict[str, Any]):
 def search(
     config: ConfigOpt = None,
     budget: Annotated[
-        int | None, typer.Option(help=_of_config("completed trials to reach", "search.budget"))
+        int | None, typer.Option(help=_of_config("trials to train", "search.budget"))
     ] = None,
     epochs: Annotated[
         int | None,

@@ -127,7 +127,9 @@ def _registered_backend(name: str) -> str:
 class SearchConfig(Strict):
     """The controller: which sampler, how many completed trials."""
 
-    budget: Annotated[int, Field(ge=1, description="completed trials to reach")] = 100
+    budget: Annotated[
+        int, Field(ge=1, description="trials to train (those early stopping stops count)")
+    ] = 100
     sampler: Annotated[str, AfterValidator(_registered_sampler)] = "tpe"
     backend: Annotated[str, AfterValidator(_registered_backend)] = "optuna"
     max_failed_trials: Annotated[

@@ -64,7 +64,7 @@ def test_help_shows_flags_as_flags_and_where_each_default_comes_from():
     assert "--resume continue the run" in text and "<bool>" not in text
     assert "--config <path> YAML experiment config [default: configs/digits.yaml]" in text
     assert (
-        "--budget <int> completed trials to reach [default: the config's search.budget; "
+        "--budget <int> trials to train [default: the config's search.budget; "
         "100 in digits.yaml]" in text
     )
     teacher = " ".join(cli_in_process("teacher", "--help").stdout.split())

@@ -65,14 +65,19 @@ class OptunaController(Controller):
                     on_records(studies.records(study))
                     rejections.record(exc.reason)
                     continue
-                except TrialStopped as exc:
+                except TrialStopped as exc:  # counts toward the budget, as Optuna's pruned do
                     trial_seconds += time.perf_counter() - t0
-                    trial.set_user_attr(
-                        "error",
+                    reason = (
                         f"stopped early by {self.config.search.early_stop} after epoch "
-                        f"{exc.epoch} (val_accuracy {exc.val_accuracy:.4f})",
+                        f"{exc.epoch} (val_accuracy {exc.val_accuracy:.4f})"
                     )
+                    trial.set_user_attr("error", reason)
                     study.tell(trial, state=TrialState.PRUNED)
+                    completed += 1
+                    front = on_records(studies.records(study))
+                    progress.update(
+                        completed, len(front), _best(front), f"#{trial.number}: {reason}"
+                    )
                     continue
                 except Exception as exc:  # a failed trial is recorded; the search goes on
                     trial_seconds += time.perf_counter() - t0
@@ -88,11 +93,10 @@ class OptunaController(Controller):
                 study.tell(trial, values(result))
                 completed += 1
                 front = on_records(studies.records(study))
-                best = max((r.result.val_accuracy for r in front if r.result), default=0.0)
                 progress.update(
                     completed,
                     len(front),
-                    best,
+                    _best(front),
                     f"#{trial.number}: acc {result.val_accuracy:.4f} "
                     f"{result.latency_ms:.3f} ms {result.size_bytes / 1000:.0f} kB"
                     + (f" (infeasible: {broken})" if broken else ""),
@@ -105,6 +109,10 @@ class OptunaController(Controller):
 
     def records(self) -> list[TrialRecord]:
         return studies.records(studies.open_study(self.study_ref))
+
+
+def _best(front: list[TrialRecord]) -> float:
+    return max((r.result.val_accuracy for r in front if r.result), default=0.0)
 
 
 def _reporter(table: RungTable, trial: optuna.Trial) -> Reporter:

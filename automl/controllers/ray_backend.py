@@ -177,9 +177,9 @@ class DefineByRun:
 
 
 class BudgetSearcher(Searcher):
-    """Wraps OptunaSearch in the driver: samples until `budget` trials have completed (failed and
-    stopped ones do not count), records every trial in the study, and hands completed ones to
-    the controller."""
+    """Wraps OptunaSearch in the driver: samples until `budget` trials have trained (to the end
+    or stopped early; failed and rejected ones do not count), records every trial in the
+    study, and hands completed ones to the controller."""
 
     def __init__(
         self, inner: OptunaSearch, space: DefineByRun, controller: RayController, budget: int
@@ -189,8 +189,7 @@ class BudgetSearcher(Searcher):
         self.space = space
         self.controller: RayController | None = controller
         self.budget = budget
-        trials = studies.records(controller.study)
-        self.completed = sum(r.trained for r in trials)
+        self.completed = studies.trained(controller.study)
         self.failures = studies.FailureBudget(
             controller.config.search.max_failed_trials, studies.failed(controller.study)
         )
@@ -259,6 +258,7 @@ class BudgetSearcher(Searcher):
                 attrs[RUNGS_ATTR] = self.table.attr(number)
             self.space.set_attrs(number, attrs)
             self.inner.on_trial_complete(trial_id, None, error=False)  # PRUNED
+            self.completed += 1  # it trained part-way: the budget counts it
         else:
             trial_result = TrialResult.model_validate_json(result["result_json"])
             arch = Architecture.model_validate_json(config["architecture"])

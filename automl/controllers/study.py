@@ -109,9 +109,11 @@ def count(study: optuna.Study, state: TrialState) -> int:
 
 
 def trained(study: optuna.Study) -> int:
-    """Completed trials whose students trained: what `search.budget` counts (a candidate
-    rejected before training is COMPLETE, for the sampler, but trained for 0 epochs)."""
-    return sum(r.trained for r in records(study) if r.state == "COMPLETE")
+    """What `search.budget` counts: trials whose students trained, to the end or until early
+    stopping stopped them (PRUNED), as Optuna and Tune count pruned trials. A candidate
+    rejected before training is COMPLETE, for the sampler, but trained for 0 epochs, and a
+    failed trial trained nothing usable: neither counts."""
+    return sum(r.trained or r.state == "PRUNED" for r in records(study))
 
 
 def rejected(study: optuna.Study) -> int:
