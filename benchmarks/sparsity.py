@@ -75,7 +75,7 @@ def main() -> int:
     parser.add_argument("--sparsity", type=float, default=0.8)
     args = arguments(parser)
     exp = experiment(args)
-    if exp.trial_context().rewind is None:
+    if not exp.teacher.has_rewind:
         print("the cached teacher keeps no first-epoch weights: retrain it for `rewind`")
         return 2
     compare(

@@ -81,10 +81,14 @@ class Teacher:
         students rewound to them (lottery tickets with rewinding); None when the cache holds
         none (a teacher trained for fewer epochs, loaded from a checkpoint untrained, or
         cached before rewind points were kept)."""
-        path = self.cache_dir / REWIND_FILE
-        if self.card.rewind_epoch is None or not path.is_file():
+        if not self.has_rewind:
             return None
-        return load_file(str(path))
+        return load_file(str(self.cache_dir / REWIND_FILE))
+
+    @property
+    def has_rewind(self) -> bool:
+        """Whether `rewind_state` has weights to give, known without reading them."""
+        return self.card.rewind_epoch is not None and (self.cache_dir / REWIND_FILE).is_file()
 
 
 def fingerprint(config: TeacherConfig, data: DataBundle) -> str:

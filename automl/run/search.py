@@ -213,7 +213,7 @@ def _search(
         raise UserError(str(exc)) from None
     queued = [_fixed_params(space, i, entry) for i, entry in enumerate(config.search.enqueue)]
     init = space.global_dims.get("init")
-    if init is not None and init.allows("rewind") and exp.teacher.rewind_state() is None:
+    if init is not None and init.allows("rewind") and not exp.teacher.has_rewind:
         raise UserError(f"search_space.init allows rewind: {NO_REWIND}")
     previous = run_dir.read_run() if resume else None
     figures = _run_teacher(exp, previous)
