@@ -165,29 +165,26 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def _choice_count(d: BaseDistribution) -> int | None:
-    """How many choices the policy has for `d` (None: a distribution it does not handle)."""
+def _grid_size(d: BaseDistribution) -> int | None:
+    """How many of `d`'s own values the policy chooses among, or None when it chooses among
+    `BINS` bins instead (a float range without a step, a log int range, or more than
+    `MAX_GRID` values)."""
     if isinstance(d, CategoricalDistribution):
         return len(d.choices)
-    if isinstance(d, IntDistribution):
+    if isinstance(d, IntDistribution) and not d.log:
         count = (d.high - d.low) // d.step + 1
-        return count if count <= MAX_GRID and not d.log else BINS
-    if isinstance(d, FloatDistribution):
-        if d.step is not None:
-            count = round((d.high - d.low) / d.step) + 1
-            return count if count <= MAX_GRID else BINS
-        return BINS
-    return None
+    elif isinstance(d, FloatDistribution) and d.step is not None:
+        count = round((d.high - d.low) / d.step) + 1
+    else:
+        return None
+    return count if count <= MAX_GRID else None
 
 
-def _grid(d: BaseDistribution, n: int) -> bool:
-    """True when the choices are `d`'s own values (not bins)."""
-    if isinstance(d, CategoricalDistribution):
-        return True
-    if isinstance(d, IntDistribution):
-        return not d.log and (d.high - d.low) // d.step + 1 == n
-    assert isinstance(d, FloatDistribution)
-    return d.step is not None and round((d.high - d.low) / d.step) + 1 == n
+def _choice_count(d: BaseDistribution) -> int | None:
+    """How many choices the policy has for `d` (None: a distribution it does not handle)."""
+    if not isinstance(d, CategoricalDistribution | IntDistribution | FloatDistribution):
+        return None
+    return _grid_size(d) or BINS
 
 
 def _bounds(d: IntDistribution | FloatDistribution) -> tuple[float, float]:
@@ -201,7 +198,7 @@ def _value(d: BaseDistribution, index: int, n: int, rng: np.random.RandomState) 
     if isinstance(d, CategoricalDistribution):
         return d.choices[index]
     assert isinstance(d, IntDistribution | FloatDistribution)
-    if _grid(d, n):
+    if _grid_size(d) is not None:
         value = d.low + index * d.step
         return int(value) if isinstance(d, IntDistribution) else float(min(value, d.high))
     lo, hi = _bounds(d)
@@ -222,7 +219,7 @@ def _index(d: BaseDistribution, value: Any, n: int) -> int:
     if isinstance(d, CategoricalDistribution):
         return int(d.to_internal_repr(value))
     assert isinstance(d, IntDistribution | FloatDistribution)
-    if _grid(d, n):
+    if _grid_size(d) is not None:
         return int(min(n - 1, max(0, round((value - d.low) / d.step))))
     lo, hi = _bounds(d)
     x = math.log(value) if d.log else float(value)
