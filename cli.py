@@ -206,11 +206,14 @@ def search(
 
 def _print_finalized(done: Any) -> None:
     tau = "undefined" if done.kendall_tau is None else f"{done.kendall_tau:.2f}"
+    skipped = ""
+    if done.not_retrained:
+        skipped = f", {len(done.not_retrained)} more left out (training.final_models)"
     stdout.print(
         f"finalized: {len(done.retrained)} front models retrained for {done.epochs} epochs on "
         f"{done.train_images} images (proxy: {done.proxy_epochs} epochs on "
-        f"{done.proxy_train_images}); {len(done.dropped)} left the front; Kendall tau of proxy "
-        f"and full validation accuracy {tau}",
+        f"{done.proxy_train_images}){skipped}; {len(done.dropped)} left the front; Kendall tau "
+        f"of proxy and full validation accuracy {tau}",
         highlight=False,
     )
 

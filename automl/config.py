@@ -57,9 +57,15 @@ class TrainingConfig(Strict):
     )
     final_max_epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
         default=None,
-        description="finalize at equal compute: a front model of fewer MACs trains for more "
-        "epochs, so that each costs about the MACs x final_epochs of the front's largest "
-        "(Scratch-B, Liu et al. 2019), at most this many; null: final_epochs for every model",
+        description="finalize at equal compute: a front model of fewer MACs than the "
+        "retrained models' median trains for more epochs, so that it costs about the median's "
+        "MACs x final_epochs (Scratch-B, Liu et al. 2019), at most this many; null: "
+        "final_epochs for every model",
+    )
+    final_models: Annotated[int, Field(ge=2, le=10_000)] | None = Field(
+        default=None,
+        description="finalize retrains at most this many proxy-front models, spread evenly "
+        "over log MACs (the smallest and largest always among them); null: the whole front",
     )
 
     @model_validator(mode="after")
@@ -68,7 +74,7 @@ class TrainingConfig(Strict):
         if self.final_max_epochs is not None and self.final_max_epochs < base:
             raise ValueError(
                 f"final_max_epochs ({self.final_max_epochs}) must be at least the epochs of "
-                f"the front's largest model, final_epochs or epochs ({base})"
+                f"the front's larger models, final_epochs or epochs ({base})"
             )
         return self
 

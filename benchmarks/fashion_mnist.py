@@ -69,7 +69,8 @@ def summarise(run_dir: Path) -> int:
             f"finalize: {len(done['retrained'])} retrained for {done['epochs']} epochs on "
             f"{done['train_images']} images (proxy {done['proxy_epochs']} epochs on "
             f"{done['proxy_train_images']}); Kendall tau {done['kendall_tau']}; "
-            f"left the front: {done['dropped']}"
+            f"left the front: {done['dropped']}; not retrained (final_models): "
+            f"{done.get('not_retrained', [])}"
         )
     t_acc, t_size = teacher["test_accuracy"], teacher["size_bytes"]
     small = best(front, lambda m: m["params"] <= 100_000)

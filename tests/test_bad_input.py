@@ -206,7 +206,7 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "equal-compute cap below the final epochs",
         {"training.final_epochs": 3, "training.final_max_epochs": 2},
         [],
-        "final_max_epochs (2) must be at least the epochs of the front's largest model, "
+        "final_max_epochs (2) must be at least the epochs of the front's larger models, "
         "final_epochs or epochs (3)",
     ),
     (

@@ -116,8 +116,10 @@ class Finalized(_Doc):
     proxy_epochs: int
     proxy_train_images: int
     max_epochs: int | None = None  # training.final_max_epochs: smaller models trained longer
+    models: int | None = None  # training.final_models: the most retrained
     trial_epochs: dict[int, int] = Field(default_factory=dict)  # epochs each model retrained for
-    retrained: list[int]  # the proxy front's trials, each retrained
+    retrained: list[int]  # proxy-front trials retrained, in the front's order
+    not_retrained: list[int] = Field(default_factory=list)  # beyond training.final_models
     dropped: list[int]  # retrained, but dominated at full fidelity
     kendall_tau: float | None  # proxy vs full validation accuracy over `retrained`
     seconds: float

@@ -2,9 +2,10 @@
 
 A proxy search trains each student on a stratified subset for a few epochs
 (`training.train_subset`, `training.epochs`), which ranks candidates cheaply but
-understates what each can reach. Finalize retrains every model of the proxy front from
-the teacher, on all training images for `training.final_epochs` (with
-`training.final_max_epochs`, smaller models for more: `retraining_epochs`), with the same seed,
+understates what each can reach. Finalize retrains the models of the proxy front (at most
+`training.final_models` of them, spread over the front's MACs: `spread`) from the teacher, on
+all training images for `training.final_epochs` (with `training.final_max_epochs`, smaller
+models for more: `retraining_epochs`), with the same seed,
 records both figures in pareto.json, rebuilds the front on the full-fidelity figures,
 and reports how well the proxy ranked the retrained models: Kendall's tau between
 proxy and full validation accuracy (1: the same order, 0: no relation).
@@ -19,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,13 +85,14 @@ def finalize(
 def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None) -> ParetoDocument:
     start = time.perf_counter()
     config, run_dir = run.config, run.run_dir
-    candidates = _candidates(run)
-    exp = exp or prepare(config)
     t = config.training
+    proxy_front = _candidates(run)
+    candidates = spread(proxy_front, t.final_models)
+    exp = exp or prepare(config)
     proxy_ctx = exp.trial_context()
     proxy_images = len(exp.data.train) if proxy_ctx.subset is None else len(proxy_ctx.subset)
-    largest = max(m.macs for m in candidates)
-    epochs = {m.trial: retraining_epochs(m.macs, largest, t) for m in candidates}
+    reference = median_macs([m.macs for m in candidates])
+    epochs = {m.trial: retraining_epochs(m.macs, reference, t) for m in candidates}
     done: list[Retrained] = []
     found_before = {m.trial: _read_retrained(m, epochs[m.trial], run_dir.path) for m in candidates}
     # time left from the compute retrained so far: a model's training costs about its MACs
@@ -140,8 +143,10 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
         proxy_epochs=t.epochs,
         proxy_train_images=proxy_images,
         max_epochs=t.final_max_epochs,
+        models=t.final_models,
         trial_epochs={r.trial: r.result.epochs for r in done},
         retrained=[r.trial for r in done],
+        not_retrained=[m.trial for m in proxy_front if m.trial not in by_trial],
         dropped=[r.trial for r in done if r.trial not in on_front],
         kendall_tau=rank_correlation(
             [r.proxy.val_accuracy for r in done], [r.result.val_accuracy for r in done]
@@ -158,19 +163,60 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
     return pareto
 
 
-def retraining_epochs(macs: int, largest_macs: int, training: TrainingConfig) -> int:
+def retraining_epochs(macs: int, reference_macs: int, training: TrainingConfig) -> int:
     """The epochs finalize retrains a front model of `macs` for: `final_epochs` (or `epochs`);
-    with `final_max_epochs`, a smaller model trains longer, so that its MACs times epochs
-    match the front's largest model's at `final_epochs`, never beyond `final_max_epochs`.
+    with `final_max_epochs`, a model smaller than the reference trains longer, so that its MACs
+    times epochs match the reference's at `final_epochs`, never beyond `final_max_epochs`.
 
     That is training at equal compute, the Scratch-B budget of Liu et al. 2019 ("Rethinking
     the value of network pruning"), where small models trained for the same epochs as large
-    ones are undertrained rather than worse.
+    ones are undertrained rather than worse. Finalize takes the retrained models' median as
+    the reference (`median_macs`): against the largest, every mid-sized model would cost as
+    much as the largest, and finalize up to (front size) times the largest's retraining;
+    against the median it costs at most about twice the equal-epoch finalize.
     """
     base = training.final_epochs or training.epochs
     if training.final_max_epochs is None:
         return base
-    return min(training.final_max_epochs, max(base, round(base * largest_macs / max(macs, 1))))
+    return min(training.final_max_epochs, max(base, round(base * reference_macs / max(macs, 1))))
+
+
+def median_macs(macs: Sequence[int]) -> int:
+    """The median of `macs` (the lower middle one of an even count): the reference model of
+    equal-compute retraining."""
+    ordered = sorted(macs)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def spread(front: Sequence[FrontMember], most: int | None) -> list[FrontMember]:
+    """At most `most` members of `front`, spread over log MACs, in the front's order.
+
+    The smallest and the largest come first; then, one at a time, the member farthest in log
+    MACs from every member chosen so far (the greedy k-centre rule), the better proxy
+    validation accuracy on a tie. So members that crowd one size, as a proxy front's
+    near-copies do, are retrained once before any size is retrained twice. `most` None (or at
+    least the front's size) keeps the whole front.
+    """
+    if most is None or most >= len(front):
+        return list(front)
+    logs = {m.trial: math.log(max(m.macs, 1)) for m in front}
+
+    def better(m: FrontMember) -> tuple[float, int]:
+        return m.val_accuracy, -m.trial
+
+    smallest = max(front, key=lambda m: (-m.macs, *better(m)))
+    largest = max(front, key=lambda m: (m.macs, *better(m)))
+    chosen = [smallest] if largest is smallest else [smallest, largest]
+    while len(chosen) < most:
+        taken = {m.trial for m in chosen}
+        chosen.append(
+            max(
+                (m for m in front if m.trial not in taken),
+                key=lambda m: (min(abs(logs[m.trial] - logs[c.trial]) for c in chosen), *better(m)),
+            )
+        )
+    taken = {m.trial for m in chosen}
+    return [m for m in front if m.trial in taken]
 
 
 def _candidates(run: SearchRun) -> list[FrontMember]:

@@ -11,12 +11,14 @@ import torch
 
 from automl.config import TrainingConfig, validate_config
 from automl.pareto import rank_correlation
-from automl.run.documents import ParetoDocument, read_document
+from automl.run.documents import FrontMember, ParetoDocument, read_document
 from automl.run.finalize import (
     PROXY_PARETO,
     final_name,
     finalize,
+    median_macs,
     retraining_epochs,
+    spread,
 )
 from automl.run.finished import open_search_run
 from automl.run.search import run_search
@@ -77,8 +79,8 @@ def test_finalize_at_equal_compute_trains_smaller_models_longer(proxy_run):
     config = run.config.model_copy(update={"training": training})
     run = dataclasses.replace(run, doc=run.doc.model_copy(update={"config": config}))
     members = read_document(out / PROXY_PARETO, ParetoDocument).front
-    largest = max(m.macs for m in members)
-    expected = {m.trial: retraining_epochs(m.macs, largest, training) for m in members}
+    median = median_macs([m.macs for m in members])
+    expected = {m.trial: retraining_epochs(m.macs, median, training) for m in members}
     assert expected[max(members, key=lambda m: m.macs).trial] == 2
     assert max(expected.values()) > 2  # the front spreads its MACs enough to tell
     stamps = {t: (out / final_name(t)).stat().st_mtime_ns for t in expected}
@@ -92,11 +94,45 @@ def test_finalize_at_equal_compute_trains_smaller_models_longer(proxy_run):
         assert reused == (epochs == 2)
 
 
-def test_retraining_epochs_match_the_largest_model_s_compute_up_to_the_cap():
+def test_finalize_retrains_at_most_final_models_spread_over_the_front(proxy_run):
+    out, _ = proxy_run
+    run = open_search_run(out)
+    members = read_document(out / PROXY_PARETO, ParetoDocument).front
+    assert len(members) >= 3  # the fixture's front is wide enough to leave one out
+    training = run.config.training.model_copy(update={"final_models": 2})
+    config = run.config.model_copy(update={"training": training})
+    run = dataclasses.replace(run, doc=run.doc.model_copy(update={"config": config}))
+    done = finalize(run).finalized
+    kept = spread(members, 2)
+    smallest, largest = min(members, key=lambda m: m.macs), max(members, key=lambda m: m.macs)
+    assert {m.trial for m in kept} == {smallest.trial, largest.trial}
+    assert done.models == 2 and done.retrained == [m.trial for m in kept]
+    assert done.not_retrained == [m.trial for m in members if m not in kept]
+    assert {m.trial for m in open_search_run(out).front} <= set(done.retrained)
+    assert not (out / final_name(done.not_retrained[0])).exists()  # no stale weights beside
+
+
+def _member(trial: int, macs: int, val: float = 0.9) -> FrontMember:
+    return FrontMember.model_construct(trial=trial, macs=macs, val_accuracy=val)
+
+
+def test_spread_keeps_the_ends_and_one_of_each_crowd():
+    front = [_member(0, 1_000), _member(1, 1_100, 0.8), _member(2, 1_100, 0.85)]
+    front += [_member(3, 10_000), _member(4, 100_000), _member(5, 100_000, 0.95)]
+    assert [m.trial for m in spread(front, 3)] == [0, 3, 5]  # 5: the better of two at 100k
+    assert [m.trial for m in spread(front, 4)] == [0, 2, 3, 5]
+    assert spread(front, None) == front and spread(front, 6) == front
+    same = [_member(7, 500, 0.7), _member(8, 500, 0.9), _member(9, 500, 0.8)]
+    assert [m.trial for m in spread(same, 2)] == [8, 9]
+    assert median_macs([5, 1, 100, 7]) == 5 and median_macs([3]) == 3
+
+
+def test_retraining_epochs_match_the_reference_model_s_compute_up_to_the_cap():
     same = TrainingConfig(epochs=1, final_epochs=3)
     equal = TrainingConfig(epochs=1, final_epochs=3, final_max_epochs=15)
     assert [retraining_epochs(m, 100, same) for m in (100, 50, 1)] == [3, 3, 3]
-    assert [retraining_epochs(m, 100, equal) for m in (100, 90, 50, 20, 19, 1)] == [
+    assert [retraining_epochs(m, 100, equal) for m in (1000, 100, 90, 50, 20, 19, 1)] == [
+        3,  # larger than the reference: final_epochs
         3,
         3,  # 3.33 rounds to 3: never below final_epochs
         6,
