@@ -92,7 +92,11 @@ def summarise(run_dir: Path) -> int:
     print("| model | test accuracy | source |\n|---|---|---|")
     for name, acc, source in sorted(rows, key=lambda r: -r[1]):
         print(f"| {name} | {acc:.4f} | {source} |")
+    search_s = sum(s["search_seconds"] for s in sessions) + (done["seconds"] if done else 0)
     checks = {
+        "search and finalize within 90 minutes (the teacher is trained once and cached)": (
+            search_s <= 90 * 60
+        ),
         "teacher >= 0.935 test accuracy": t_acc >= 0.935,
         "a front student <= 100k parameters at >= 0.925 test": bool(small)
         and small["test_accuracy"] >= 0.925,

@@ -43,10 +43,9 @@ def main() -> None:
             if onnx_format(deploy_form(arch)) != "int8":
                 continue
             fp32 = export_fp32(model, data.example_input(1), Path(tmp) / f"{m.trial}_fp32.onnx")
-            int8 = quantize_int8(
-                fp32,
-                calibration_images(data, run.trial_seed(m.trial)),
-                Path(tmp) / f"{m.trial}_int8.onnx",
+            int8 = Path(tmp) / f"{m.trial}_int8.onnx"
+            quantize_int8(
+                fp32, calibration_images(data, run.trial_seed(m.trial)), int8, model=model
             )
             row = {
                 "trial": m.trial,

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from automl.compress import register_technique
+from automl.compress._act_quant import ActQuant
 from automl.compress._base import (
     BuildContext,
     DeployForm,
@@ -92,8 +93,8 @@ def transplant(source: nn.Module, target: nn.Module) -> None:
     found = dict(source.named_modules())
     with torch.no_grad():
         for name, module in target.named_modules():
-            if ".parametrizations" in f".{name}":
-                continue
+            if ".parametrizations" in f".{name}" or isinstance(module, ActQuant):
+                continue  # an activation quantizer observes its range while the student trains
             origin = found[name]
             own = list(module.named_parameters(recurse=False))
             own += list(module.named_buffers(recurse=False))

@@ -7,11 +7,18 @@ backward pass bypasses (straight-through), so distillation sees the quantization
 adapts to it. Activations stay fp32. Packed, a weight costs its bits plus one fp32 scale per
 output channel. PyTorch runs these layers with fp32 kernels, so no speed-up is claimed there;
 the deployed form runs int8 when every weight is at most 8 bits.
+
+`act_bits: 8` (the search's default) makes training see the deployed form's activations too:
+where the export is int8 (every weight at most 8 bits), each quantized layer's input is
+fake-quantized to uint8 over its observed range (`_act_quant`), and the export quantizes with
+those ranges and the trained weight scales instead of recalibrating, so ONNX Runtime computes
+what was trained. 32 (the default of architectures saved before it existed) trains with fp32
+activations and leaves the export to calibrate.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -19,6 +26,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from automl.compress import register_technique
+from automl.compress._act_quant import attach_input_quant
 from automl.compress._base import (
     BuildContext,
     DeployForm,
@@ -31,6 +39,7 @@ from automl.compress._base import (
 from automl.stages import Stage, stage_membership
 
 FULL_PRECISION = 32
+WEIGHT_BITS = "weight_bits"  # set on each quantized layer: its bit-width, for the int8 export
 QUANTIZABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 Bits = Annotated[int, Field(ge=2, le=FULL_PRECISION, description="weight bit-width")]
 
@@ -38,6 +47,12 @@ Bits = Annotated[int, Field(ge=2, le=FULL_PRECISION, description="weight bit-wid
 class WeightQuantParams(TechniqueParams):
     bits: PerStage[Bits]
     stem_head_bits: Bits = FULL_PRECISION
+    act_bits: Literal[8, 32] = FULL_PRECISION
+
+    @property
+    def int8_activations(self) -> bool:
+        """Activations fake-quantized while training: asked for, and the export is int8."""
+        return self.act_bits == 8 and max(self.stem_head_bits, *self.bits) <= 8
 
 
 @register_technique
@@ -48,11 +63,19 @@ class WeightQuant(Technique):
     space: ClassVar[dict[str, Any]] = {
         "bits": {"type": "choice", "values": [4, 6, 8, 32]},
         "stem_head_bits": 8,
+        "act_bits": 8,
     }
 
     def apply(self, student: Student, params: WeightQuantParams, ctx: BuildContext) -> None:
         for _, module, bits in _quantized(student, params):
             parametrize.register_parametrization(module, "weight", FakeQuantize(bits))
+        self.restore(student.model, student.stages, params)
+
+    def restore(self, model: nn.Module, stages: list[Stage], params: WeightQuantParams) -> None:
+        for _, module, bits in _quantized(Student(model, stages), params):
+            setattr(module, WEIGHT_BITS, bits)
+            if params.int8_activations:
+                attach_input_quant(module)
 
     def account(
         self, student: Student, params: WeightQuantParams, costs: dict[str, TensorCost]
@@ -77,10 +100,14 @@ class WeightQuant(Technique):
         return {
             "weight bits": "/".join(str(b) for b in params.bits),
             "stem/head bits": str(params.stem_head_bits),
+            "activations": "uint8, trained ranges" if params.int8_activations else "fp32",
         }
 
     def ladder(self, stages: list[Stage]) -> list[WeightQuantParams]:
-        return [WeightQuantParams(bits=[b] * len(stages), stem_head_bits=b) for b in (32, 8, 4)]
+        return [
+            WeightQuantParams(bits=[b] * len(stages), stem_head_bits=b, act_bits=8)
+            for b in (32, 8, 4)
+        ]
 
 
 def _quantized(student: Student, params: WeightQuantParams) -> list[tuple[str, nn.Module, int]]:

@@ -90,6 +90,7 @@ class DeployedOnnx:
     fp32_onnx_bytes: int
     disagree: int | None = None  # test images whose predicted class differs from PyTorch's
     fallback: str | None = None  # why an int8 model ships as fp32 ONNX
+    trained_tensors: int = 0  # int8: tensors quantized at trained ranges or scales, not calibrated
 
     def as_dict(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -142,11 +143,14 @@ def deploy_onnx(
         fp32_bytes = fp32.stat().st_size
         attempts = [("int8", False), ("int8", True)] if fmt == "int8" else []
         tried: list[str] = []
+        trained = 0
         for shipped, reduce_range in [*attempts, ("fp32", False)]:
             candidate = fp32
             if shipped == "int8":
                 candidate = Path(tmp) / f"int8_rr{int(reduce_range)}.onnx"
-                quantize_int8(fp32, calibration_images(data, seed), candidate, reduce_range)
+                trained = quantize_int8(
+                    fp32, calibration_images(data, seed), candidate, reduce_range, model
+                )
             onnx_pred = split_predictions(session(candidate, threads), data.test)
             check = parity(torch_pred, onnx_pred, labels)
             label = shipped + (" with reduce_range" if reduce_range else "")
@@ -168,6 +172,7 @@ def deploy_onnx(
                     fp32_bytes,
                     disagree=check.disagree,
                     fallback=fallback,
+                    trained_tensors=trained if shipped == "int8" else 0,
                 )
             tried.append(f"{label}: {check.describe()}")
     raise ExportCheckFailed(

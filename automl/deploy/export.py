@@ -225,10 +225,7 @@ def _card(
             for name in arch.techniques
         },
         "deployment": {
-            "onnx": "int8 weights (per channel) and uint8 activations, QDQ, static, calibrated "
-            "on training images"
-            if dep.format == "int8"
-            else "fp32",
+            "onnx": _int8_words(dep) if dep.format == "int8" else "fp32",
             "widest_weight_bits": form.weight_bits,
             "reduce_range": dep.reduce_range,
             "fallback": dep.fallback,
@@ -255,6 +252,16 @@ def _card(
         "versions": library_versions(),
         "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _int8_words(dep: DeployedOnnx) -> str:
+    what = "int8 weights (per channel) and uint8 activations, QDQ, static"
+    if dep.trained_tensors:
+        return (
+            f"{what}; {dep.trained_tensors} tensors at the ranges and scales the student "
+            "trained with, the others calibrated on training images"
+        )
+    return f"{what}, calibrated on training images"
 
 
 def card_markdown(card: dict[str, Any]) -> str:

@@ -2,10 +2,13 @@
 
 Students whose weights are all at most 8 bits (their techniques' `DeployForm`) are deployed
 as int8 QDQ models made by ONNX Runtime's static quantization (per-channel int8 weights, uint8
-activations, calibrated on training images); ONNX Runtime fuses each DequantizeLinear -> Conv
--> QuantizeLinear into an integer kernel. Wider students and the teacher are deployed as fp32.
-Bit-widths below 8 are stored as int8 in the ONNX file: ONNX Runtime has no sub-byte kernels,
-so they bring no speed or file-size gain there (only the packed size counts them).
+activations); ONNX Runtime fuses each DequantizeLinear -> Conv -> QuantizeLinear into an
+integer kernel. Where the student trained with quantized activations and weights, the export
+takes the trained ranges and scales (`trained_overrides`), so it computes what was trained;
+the tensors training did not quantize are calibrated on training images. Wider students and
+the teacher are deployed as fp32. Bit-widths below 8 are stored as int8 in the ONNX file:
+ONNX Runtime has no sub-byte kernels, so they bring no speed or file-size gain there (only
+the packed size counts them).
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
+
+from automl.compress._act_quant import activation_quant_off, input_quant
+from automl.compress.weight_quant import WEIGHT_BITS
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -31,7 +38,7 @@ def export_fp32(model: nn.Module, example: torch.Tensor, path: Path) -> Path:
     """Export `model` (eval mode, CPU) to ONNX with a dynamic batch axis. BatchNorm is folded
     into the convolutions by the exporter's constant folding."""
     model = model.cpu().eval()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), activation_quant_off(model):
         # The TorchScript exporter is deprecated in favour of the dynamo one, which needs
         # onnxscript; for these CNNs both give the same graph.
         warnings.simplefilter("ignore")
@@ -63,17 +70,25 @@ class _Calibration:
 
 
 def quantize_int8(
-    fp32_path: Path, calibration: np.ndarray, path: Path, reduce_range: bool = False
-) -> Path:
-    """Static int8 QDQ quantization of `fp32_path`, calibrated (min-max) on `calibration`
-    images (N, C, H, W float32). `reduce_range` uses 7-bit weights, which avoids the u8s8
-    saturation of AVX2/AVX-512 kernels without VNNI."""
+    fp32_path: Path,
+    calibration: np.ndarray,
+    path: Path,
+    reduce_range: bool = False,
+    model: nn.Module | None = None,
+) -> int:
+    """Static int8 QDQ quantization of `fp32_path` to `path`, calibrated (min-max) on
+    `calibration` images (N, C, H, W float32). `reduce_range` uses 7-bit weights, which avoids
+    the u8s8 saturation of AVX2/AVX-512 kernels without VNNI. With `model` (the PyTorch model
+    `fp32_path` was exported from), its trained ranges and scales replace calibration where it
+    has them (`trained_overrides`); returns how many tensors took them. Linear layers' outputs
+    stay float (the logits)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
+        overrides = {} if model is None else trained_overrides(model, calibration[:1], prepared)
         quantize_static(
             str(prepared),
             str(path),
@@ -83,8 +98,97 @@ def quantize_int8(
             reduce_range=reduce_range,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
+            # float logits: uint8 logits flip the class of images whose top two are close
+            # (BENCHMARKS.md, trained-scale int8), and cost nothing to keep
+            extra_options={
+                "TensorQuantOverrides": overrides,
+                "OpTypesToExcludeOutputQuantization": ["Gemm"],
+            },
         )
-    return path
+    return len(overrides)
+
+
+def trained_overrides(
+    model: nn.Module, example: np.ndarray, onnx_path: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """ONNX Runtime `TensorQuantOverrides` that quantize `onnx_path` (exported from `model`)
+    as `model` trained: the input of each Conv and Gemm whose PyTorch layer has an observed
+    `input_quant` at that quantizer's scale and zero point, and each weight of fewer than 8
+    bits at its trained per-channel scale, so its integer codes are exactly the trained ones
+    (8-bit weights need none: ONNX Runtime's max/127 is the trained scale).
+
+    The trained weight scale is recovered from the folded weight: fake-quant keeps a channel's
+    largest code at the bit-width's maximum, and batch norm folding multiplies the whole
+    channel by one factor, so the folded scale is max|W'| / (2^(bits-1) - 1).
+
+    ONNX nodes are matched to PyTorch layers by execution order, checked by weight shape; when
+    they do not match, nothing is overridden (every tensor is calibrated)."""
+    import onnx
+    from onnx import numpy_helper
+
+    layers = _execution_order(model, torch.from_numpy(example))
+    graph = onnx.load(str(onnx_path)).graph
+    weights = {init.name: init for init in graph.initializer}
+    nodes = [n for n in graph.node if n.op_type in ("Conv", "Gemm")]
+    if len(nodes) != len(layers) or any(
+        len(n.input) < 2
+        or n.input[1] not in weights
+        or tuple(weights[n.input[1]].dims) != tuple(m.weight.shape)
+        for n, m in zip(nodes, layers, strict=False)
+    ):
+        return {}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node, layer in zip(nodes, layers, strict=True):
+        quant = input_quant(layer)
+        if quant is not None and quant.observed and node.input[0] not in overrides:
+            scale, zero = quant.params()
+            same = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}]
+            for tensor in _passed_through(graph, node.input[0]):
+                overrides.setdefault(tensor, same)
+        bits = getattr(layer, WEIGHT_BITS, 32)
+        if bits < 8:
+            w = numpy_helper.to_array(weights[node.input[1]])
+            largest = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+            scales = np.where(largest > 0, largest / (2 ** (bits - 1) - 1), 1.0)
+            overrides[node.input[1]] = [
+                {"axis": 0, "scale": np.array(s, np.float32), "zero_point": np.array(0, np.int8)}
+                for s in scales
+            ]
+    return overrides
+
+
+# ONNX Runtime quantizes these ops' output with their input's scale and zero point; each keeps
+# its input's values (reshapes) or commutes with a monotone rounding (max-pooling), so an
+# activation range observed after them holds before them too
+_SAME_AS_INPUT = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "MaxPool")
+
+
+def _passed_through(graph: Any, tensor: str) -> list[str]:
+    """`tensor` and, back through every _SAME_AS_INPUT op that makes it, the tensors it comes
+    from: ONNX Runtime gives them one scale and zero point, the first one's."""
+    makers = {out: n for n in graph.node for out in n.output}
+    chain = [tensor]
+    while chain[-1] in makers and makers[chain[-1]].op_type in _SAME_AS_INPUT:
+        chain.append(makers[chain[-1]].input[0])
+    return chain
+
+
+def _execution_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """The convolutions and linear layers of `model` in the order a forward pass calls them
+    (the order the ONNX exporter writes their nodes in)."""
+    order: list[nn.Module] = []
+    handles = [
+        m.register_forward_hook(lambda mod, _args, _out: order.append(mod))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    try:
+        with torch.no_grad(), activation_quant_off(model):
+            model.cpu().eval()(example.float())
+    finally:
+        for h in handles:
+            h.remove()
+    return order
 
 
 def session(path: Path, threads: int = 1) -> ort.InferenceSession:
@@ -113,7 +217,8 @@ def onnx_latency_ms(
     with tempfile.TemporaryDirectory() as tmp:
         path = export_fp32(model, example[:1], Path(tmp) / "fp32.onnx")
         if int8:
-            path = quantize_int8(path, calibration, Path(tmp) / "int8.onnx")
+            quantize_int8(path, calibration, Path(tmp) / "int8.onnx", model=model)
+            path = Path(tmp) / "int8.onnx"
         sess = session(path, threads)
         x = {INPUT_NAME: example.cpu().numpy().astype(np.float32)}
         for _ in range(warmup):

@@ -49,6 +49,8 @@ class Deployed(_Doc):
     fp32_onnx_bytes: int
     disagree: int | None = None  # test images whose class differs from PyTorch's (from 0.4)
     fallback: str | None = None  # why an int8 model ships as fp32 ONNX
+    # int8: tensors quantized at the ranges and scales the student trained with (not calibrated)
+    trained_tensors: int = 0
 
 
 class DeployFailed(_Doc):

@@ -110,7 +110,8 @@ def test_its_strongest_setting_round_trips_through_onnx(teacher, name, tmp_path)
         expected = student(X).numpy()
     np.testing.assert_allclose(ort_logits(session(fp32), X.numpy()), expected, atol=1e-3)
     if onnx_format(deploy_form(arch)) == "int8":
-        int8 = quantize_int8(fp32, X.numpy(), tmp_path / "int8.onnx")
+        int8 = tmp_path / "int8.onnx"
+        quantize_int8(fp32, X.numpy(), int8, model=student)
         ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
         assert {"QuantizeLinear", "DequantizeLinear"} <= ops
         assert ort_logits(session(int8), X.numpy()).shape == (8, 10)

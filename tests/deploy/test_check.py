@@ -134,8 +134,9 @@ def test_a_broken_int8_form_falls_back_to_fp32_and_says_why(trained_student, tmp
     for p in untrained.parameters():
         torch.nn.init.normal_(p)
 
-    def ruinous(fp32, calibration, path, reduce_range=False):
+    def ruinous(fp32, calibration, path, reduce_range=False, model=None):
         export_fp32(untrained, data.example_input(1), path)
+        return 0
 
     monkeypatch.setattr(check_module, "quantize_int8", ruinous)
     dep = deploy_onnx(model, deploy_form(arch), data, tmp_path / "m.onnx")

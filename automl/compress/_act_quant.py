@@ -1,0 +1,109 @@
+"""8-bit activation fake-quantization at the inputs of quantized layers, with the ranges the
+int8 export reuses.
+
+ONNX Runtime's int8 QDQ form quantizes every activation that enters a convolution or a
+linear layer per tensor to uint8 (asymmetric: a scale and a zero point). A student trained
+without seeing that rounding loses accuracy when it is deployed; one whose layers see their
+inputs quantized while it trains does not, provided the export quantizes with the same
+ranges rather than recalibrating (`automl.deploy.onnx.quantize_int8`'s overrides).
+
+`ActQuant` observes the running minimum and maximum of its input while training (exponential
+moving average, as PyTorch's MovingAverageMinMaxObserver, momentum 0.01; the first batch
+sets them), and quantize-dequantizes it with the scale and zero point ONNX Runtime computes
+from that range (`uint8_params`); torch's fake-quantize op passes gradients straight through
+inside the range and stops them outside. It is the `input_quant` child of the layer it
+serves, called by a forward pre-hook, so it travels in the state dict (`conv.input_quant.low`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+ATTR = "input_quant"
+MOMENTUM = 0.01
+QMAX = 255
+
+
+def uint8_params(low: float, high: float) -> tuple[float, int]:
+    """(scale, zero point) of uint8 quantization over [low, high], widened to hold 0, as ONNX
+    Runtime computes them (`compute_scale_zp`, asymmetric): scale float32."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = float(torch.tensor((high - low) / QMAX, dtype=torch.float32))
+    if scale == 0.0:
+        scale = 1.0
+    zero = round(-low / scale)
+    return scale, min(max(zero, 0), QMAX)
+
+
+class ActQuant(nn.Module):
+    """Quantize-dequantize a tensor to uint8 over its observed range (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+        self.enabled = True  # off while exporting: the export inserts the same rounding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if self.training:
+            with torch.no_grad():
+                low, high = x.detach().min().float(), x.detach().max().float()
+                if self.observed:
+                    low = self.low + MOMENTUM * (low - self.low)
+                    high = self.high + MOMENTUM * (high - self.high)
+                self.low.copy_(low)
+                self.high.copy_(high)
+        if not self.observed:
+            return x  # never trained: nothing to quantize with yet
+        scale, zero = self.params()
+        # in float32: under CUDA's bfloat16 autocast the input may be bfloat16
+        return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, QMAX).to(x.dtype)
+
+    @property
+    def observed(self) -> bool:
+        """A range has been seen (both bounds start at 0, so the first batch sets them)."""
+        return bool(self.high > self.low)
+
+    def params(self) -> tuple[float, int]:
+        """(scale, zero point) for the range observed so far."""
+        return uint8_params(float(self.low), float(self.high))
+
+
+def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    # a module-level function, not a closure: `copy.deepcopy` of a model keeps each hook
+    # pointing at the copy's own quantizer
+    return (getattr(module, ATTR)(args[0]), *args[1:])
+
+
+def attach_input_quant(module: nn.Module) -> ActQuant:
+    """Give `module` an `input_quant` that its forward pre-hook applies to its input."""
+    quant = ActQuant()
+    module.add_module(ATTR, quant)
+    module.register_forward_pre_hook(_quantize_input)
+    return quant
+
+
+def input_quant(module: nn.Module) -> ActQuant | None:
+    found = getattr(module, ATTR, None)
+    return found if isinstance(found, ActQuant) else None
+
+
+@contextmanager
+def activation_quant_off(model: nn.Module) -> Iterator[None]:
+    """Every ActQuant of `model` passes its input through, inside the block (ONNX export:
+    the int8 export quantizes those tensors itself, with the same ranges)."""
+    quants = [m for m in model.modules() if isinstance(m, ActQuant)]
+    for q in quants:
+        q.enabled = False
+    try:
+        yield
+    finally:
+        for q in quants:
+            q.enabled = True

@@ -1,0 +1,143 @@
+"""8-bit activation fake-quantization: ONNX Runtime's scale and zero point, a moving range,
+straight-through gradients, a quantizer per layer that survives copies and reloads, and an
+int8 export that takes the trained ranges and weight scales instead of recalibrating."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+from onnxruntime.quantization.quant_utils import compute_scale_zp
+from torch import nn
+
+from automl.compress._act_quant import (
+    MOMENTUM,
+    ActQuant,
+    activation_quant_off,
+    attach_input_quant,
+    input_quant,
+    uint8_params,
+)
+from automl.compress.weight_quant import WEIGHT_BITS
+from automl.deploy.check import deploy_onnx
+from automl.deploy.onnx import export_fp32, quantize_int8
+from automl.student.build import deploy_form
+from automl.student.files import load_student, save_student
+from automl.trial import run_trial
+from tests.conftest import make_arch
+
+
+@pytest.mark.parametrize("low, high", [(-1.3, 2.7), (0.0, 5.0), (0.2, 0.9), (-4.0, -1.0)])
+def test_scale_and_zero_point_are_onnx_runtime_s(low, high):
+    qmin, qmax = np.array(0, np.uint8), np.array(255, np.uint8)
+    zero, scale = compute_scale_zp(np.float32(low), np.float32(high), qmin, qmax, False)
+    ours = uint8_params(low, high)
+    assert ours[0] == pytest.approx(float(scale), rel=1e-6) and ours[1] == int(zero)
+
+
+def test_the_range_moves_with_training_and_holds_in_eval():
+    quant = ActQuant()
+    x = torch.linspace(-1, 3, 100)
+    assert torch.equal(quant.eval()(x), x)  # nothing observed yet: passes through
+    quant.train()(x)
+    assert (float(quant.low), float(quant.high)) == (-1.0, 3.0)  # the first batch sets it
+    quant(2 * x)
+    assert float(quant.high) == pytest.approx(3 + MOMENTUM * 3)
+    quant.eval()
+    out = quant(10 * x)
+    assert len(torch.unique(out)) <= 256 and float(out.max()) <= float(quant.high) + 1e-6
+    assert float(quant.high) == pytest.approx(3 + MOMENTUM * 3)  # eval leaves it
+
+
+def test_gradients_pass_inside_the_range_and_stop_outside():
+    quant = ActQuant()
+    quant.low.fill_(-1.0)
+    quant.high.fill_(1.0)
+    x = torch.tensor([-2.0, -0.5, 0.3, 2.0], requires_grad=True)
+    quant.eval()(x).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_the_hook_quantizes_the_layer_s_own_input_in_copies_and_turns_off():
+    layer = nn.Linear(4, 2)
+    attach_input_quant(layer).train()
+    layer(torch.randn(8, 4))
+    twin = copy.deepcopy(layer)
+    twin.input_quant.low.fill_(-100.0)  # the copy's quantizer, not the original's
+    assert float(layer.input_quant.low) != -100.0
+    x = torch.randn(3, 4)
+    layer.eval()
+    with torch.no_grad(), activation_quant_off(layer):
+        plain = layer(x)
+    assert torch.equal(plain, nn.functional.linear(x, layer.weight, layer.bias))
+    assert not torch.equal(layer(x), plain)
+    assert input_quant(layer) is layer.input_quant and input_quant(nn.Linear(1, 1)) is None
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    """A digits student with 4-bit stages, trained with uint8 activations, and its int8 export."""
+    arch = make_arch([0.25] * 4, [1, 1, 1, 1], [4] * 4, act_bits=8)
+    _, model = run_trial(arch, tiny.trial_context(), seed=0)
+    tmp = Path(tempfile.mkdtemp())
+    dep = deploy_onnx(model, deploy_form(arch), tiny.data, tmp / "m.onnx")
+    return arch, model, dep
+
+
+def _layers(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+
+
+def test_every_quantized_layer_observed_its_input_and_a_reload_keeps_it(trained, tiny, tmp_path):
+    arch, model, _ = trained
+    layers = _layers(model)
+    assert layers and all(input_quant(m) is not None and input_quant(m).observed for m in layers)
+    assert {getattr(m, WEIGHT_BITS) for m in layers} == {4, 8}  # stages 4, stem and head 8
+    save_student(tmp_path / "s.safetensors", model, arch, {})
+    again, _ = load_student(tmp_path / "s.safetensors", "resnet18", 1, 10, (16, 16))
+    x = tiny.data.test.images(torch.arange(64))
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    assert all(input_quant(m).observed for m in _layers(again))
+
+
+def test_the_int8_export_quantizes_at_the_trained_ranges_and_codes(trained):
+    _, model, dep = trained
+    graph = onnx.load(str(dep.path)).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    quantize = {n.input[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    ranges = {input_quant(m).params() for m in _layers(model)}
+    assert dep.format == "int8" and dep.trained_tensors > len(ranges)
+    # the image and each activation entering a convolution: the trained scale, exactly
+    found = {
+        (float(values[n.input[1]]), int(values[n.input[2]]))
+        for n in quantize.values()
+        if n.input[1] in values
+    }
+    for scale, zero in ranges:
+        assert any(z == zero and abs(s - scale) <= 1e-6 * scale for s, z in found)
+    # 4-bit weights keep their 4-bit codes in the int8 file
+    codes = [
+        values[n.input[0]]
+        for n in graph.node
+        if n.op_type == "DequantizeLinear"
+        and values.get(n.input[0]) is not None
+        and values[n.input[0]].dtype == np.int8
+        and values[n.input[0]].ndim == 4
+    ]
+    widths = sorted(int(np.abs(c).max()) for c in codes)
+    assert widths[0] <= 7 and widths[-1] == 127  # stages at 4 bits, the stem at 8
+
+
+def test_without_a_model_every_tensor_is_calibrated(trained, tiny, tmp_path):
+    _, model, _ = trained
+    fp32 = export_fp32(model, tiny.data.example_input(1), tmp_path / "fp32.onnx")
+    images = tiny.data.train.images(torch.arange(32)).numpy()
+    assert quantize_int8(fp32, images, tmp_path / "a.onnx") == 0
+    assert quantize_int8(fp32, images, tmp_path / "b.onnx", model=model) > 0
