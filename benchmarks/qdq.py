@@ -7,7 +7,8 @@ One architecture per weight bit-width (the smallest corner of the config's space
 blocks, 1/8 of each stage's channels; stem and head at 8 bits), trained twice per seed on
 the same images, epochs and distillation (benchmarks/_controlled.py):
 - `recalibrated`: fp32 activations in training (`act_bits: 32`); the export calibrates every
-  activation range on 256 training images, as every export did before trained scales;
+  activation range on 256 training images and recomputes every weight scale, as every export
+  did before trained scales;
 - `trained`: uint8 activations fake-quantized in training (`act_bits: 8`); the export takes
   the trained ranges and weight scales (`automl.deploy.onnx.trained_overrides`).
 Each is exported as `pick` exports it (`deploy_onnx`, no reduce-range retry counted) and
@@ -49,6 +50,7 @@ def architecture(stages, bits: int, act_bits: int):
 def main() -> int:
     from _controlled import arguments, experiment
 
+    from automl.compress.weight_quant import WEIGHT_BITS
     from automl.deploy.check import deploy_onnx
     from automl.student.build import deploy_form
     from automl.trial import run_trial
@@ -65,6 +67,9 @@ def main() -> int:
             for name, act_bits in conditions.items():
                 arch = architecture(exp.stages, bits, act_bits)
                 result, model = run_trial(arch, ctx, seed)
+                if name == "recalibrated":  # the export before trained scales: none of them
+                    for layer in model.modules():
+                        layer.__dict__.pop(WEIGHT_BITS, None)
                 with tempfile.TemporaryDirectory() as tmp:
                     dep = deploy_onnx(model, deploy_form(arch), exp.data, Path(tmp) / "m.onnx")
                 row = {
