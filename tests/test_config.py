@@ -93,7 +93,10 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
             {"search_space": {"criterion": "snip"}},
             "search_space.criterion: 'snip' is not allowed (unknown pruning criterion",
         ),
-        ({"search_space": {"bitz": 3}}, "search_space.bitz: unknown key; allowed: act_bits, bits, blocks"),
+        (
+            {"search_space": {"bitz": 3}},
+            "search_space.bitz: unknown key; allowed: act_bits, bits, blocks",
+        ),
         ({"plugins": ["no.such.module"]}, "plugins: cannot import 'no.such.module'"),
         (
             {"search": {"enqueue": [{"blocks": "low"}, {"chanel_keep": 0.5}]}},
