@@ -17,6 +17,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def mean_sd(values: list[float], digits: int = 4, signed: bool = False) -> str:
+    """'mean ± standard deviation' of `values` (sd 0 for a single value), `digits` decimals;
+    `signed` puts a sign before the mean."""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    sign = "+" if signed else ""
+    return f"{statistics.mean(values):{sign}.{digits}f} ± {spread:.{digits}f}"
+
+
 def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The options every controlled comparison takes, parsed with `parser`'s own."""
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fashion_mnist.yaml")
@@ -85,11 +93,9 @@ def compare(
     for name, rs in results.items():
         val = [r["val_accuracy"] for r in rs]
         test = [r["test_accuracy"] for r in rs]
-        spread = statistics.stdev(val) if len(val) > 1 else 0.0
         kb = statistics.mean(r["size_bytes"] for r in rs) / 1e3
         seconds = statistics.median(r["train_seconds"] for r in rs)
         print(
-            f"| {name} | {statistics.mean(val):.4f} ± {spread:.4f} | "
-            f"{statistics.mean(test):.4f} | {kb:.0f} | {seconds:.0f} |"
+            f"| {name} | {mean_sd(val)} | {statistics.mean(test):.4f} | {kb:.0f} | {seconds:.0f} |"
         )
     return results

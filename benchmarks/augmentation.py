@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 def main() -> int:
     import torch
+    from _controlled import mean_sd
 
     from automl.augment import AugmentConfig, ViewBank, make_views
     from automl.config import load_config
@@ -96,9 +97,8 @@ def main() -> int:
     for mode, rs in results.items():
         val = [r.val_accuracy for r in rs]
         test = [r.test_accuracy for r in rs]
-        spread = statistics.stdev(val) if len(val) > 1 else 0.0
         print(
-            f"| {mode} | {statistics.mean(val):.4f} ± {spread:.4f} | "
+            f"| {mode} | {mean_sd(val)} | "
             f"{statistics.mean(test):.4f} | {statistics.median(r.train_seconds for r in rs):.1f} |"
         )
     return 0

@@ -48,7 +48,7 @@ def architecture(stages, bits: int, act_bits: int):
 
 
 def main() -> int:
-    from _controlled import arguments, experiment
+    from _controlled import arguments, experiment, mean_sd
 
     from automl.compress.weight_quant import WEIGHT_BITS
     from automl.deploy.check import deploy_onnx
@@ -95,10 +95,9 @@ def main() -> int:
             return statistics.mean(r[key] for r in rs)
 
         gaps = [100 * (r["torch"] - r["ort"]) for r in rs]
-        spread = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
         print(
             f"| {name} | {mean('val'):.4f} | {mean('torch'):.4f} | {mean('ort'):.4f} | "
-            f"{statistics.mean(gaps):+.2f} ± {spread:.2f} | {mean('disagree'):.0f} |"
+            f"{mean_sd(gaps, 2, signed=True)} | {mean('disagree'):.0f} |"
         )
     return 0
 
