@@ -138,12 +138,13 @@ def trained_overrides(
     ):
         return {}
     overrides: dict[str, list[dict[str, Any]]] = {}
+    makers = {out: n for n in graph.node for out in n.output}
     for node, layer in zip(nodes, layers, strict=True):
         quant = input_quant(layer)
         if quant is not None and quant.observed and node.input[0] not in overrides:
             scale, zero = quant.params()
             same = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero, np.uint8)}]
-            for tensor in _passed_through(graph, node.input[0]):
+            for tensor in _passed_through(makers, node.input[0]):
                 overrides.setdefault(tensor, same)
         bits = getattr(layer, WEIGHT_BITS, 32)
         if bits < 8:
@@ -163,10 +164,10 @@ def trained_overrides(
 _SAME_AS_INPUT = ("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "MaxPool")
 
 
-def _passed_through(graph: Any, tensor: str) -> list[str]:
-    """`tensor` and, back through every _SAME_AS_INPUT op that makes it, the tensors it comes
-    from: ONNX Runtime gives them one scale and zero point, the first one's."""
-    makers = {out: n for n in graph.node for out in n.output}
+def _passed_through(makers: dict[str, Any], tensor: str) -> list[str]:
+    """`tensor` and, back through every _SAME_AS_INPUT op that makes it (`makers`: each
+    tensor's producing node), the tensors it comes from: ONNX Runtime gives them one scale and
+    zero point, the first one's."""
     chain = [tensor]
     while chain[-1] in makers and makers[chain[-1]].op_type in _SAME_AS_INPUT:
         chain.append(makers[chain[-1]].input[0])
