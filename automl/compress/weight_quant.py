@@ -14,6 +14,21 @@ fake-quantized to uint8 over its observed range (`_act_quant`), and the export q
 those ranges and the trained weight scales instead of recalibrating, so ONNX Runtime computes
 what was trained. 32 (the default of architectures saved before it existed) trains with fp32
 activations and leaves the export to calibrate.
+
+`quantizer` chooses how a weight's scale is set:
+- `minmax` (the default): recomputed from the weight at every step, as above.
+- `lsq`: learned, one step size per output channel, as in LSQ (Esser et al. 2020, "Learned
+  Step Size Quantization"): ``w_q = round(clamp(w / s, -qmax, qmax)) * s`` with the rounding
+  straight-through, so the step's gradient is ``round(w/s) - w/s`` inside the range and
+  ``±qmax`` where the weight clips; weights clip instead of stretching the scale. Two
+  departures from the paper, both for distillations of a few epochs under AdamW: the step
+  starts at the min-max scale (where `minmax` stays), not at ``2 mean|w| / sqrt(qmax)``,
+  which at 8 bits spans ±18 standard deviations of a Gaussian weight; and it is learned as
+  its logarithm, so AdamW moves it by a fraction of itself per step (AdamW normalises each
+  gradient's magnitude, which the paper's gradient scale 1/sqrt(N qmax) was for under SGD).
+The learned step lives only while the student trains: the deployed weight is the codes times
+the step, and the int8 export recovers that scale from the weight itself
+(`automl.deploy.onnx.code_scales`).
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ class WeightQuantParams(TechniqueParams):
     bits: PerStage[Bits]
     stem_head_bits: Bits = FULL_PRECISION
     act_bits: Literal[8, 32] = FULL_PRECISION
+    quantizer: Literal["minmax", "lsq"] = "minmax"
 
     @property
     def int8_activations(self) -> bool:
@@ -64,11 +80,19 @@ class WeightQuant(Technique):
         "bits": {"type": "choice", "values": [4, 6, 8, 32]},
         "stem_head_bits": 8,
         "act_bits": 8,
+        "quantizer": "minmax",
     }
 
     def apply(self, student: Student, params: WeightQuantParams, ctx: BuildContext) -> None:
         for _, module, bits in _quantized(student, params):
-            parametrize.register_parametrization(module, "weight", FakeQuantize(bits))
+            quantizer = (
+                LearnedStep(bits, module.weight.shape[0])
+                if params.quantizer == "lsq"
+                else FakeQuantize(bits)
+            )
+            parametrize.register_parametrization(module, "weight", quantizer)
+            if isinstance(quantizer, LearnedStep):
+                quantizer.started = False  # registering ran it once on the weight as it is now
         self.restore(student.model, student.stages, params)
 
     def restore(self, model: nn.Module, stages: list[Stage], params: WeightQuantParams) -> None:
@@ -101,12 +125,13 @@ class WeightQuant(Technique):
             "weight bits": "/".join(str(b) for b in params.bits),
             "stem/head bits": str(params.stem_head_bits),
             "activations": "uint8, trained ranges" if params.int8_activations else "fp32",
+            "weight scales": "learned (LSQ)" if params.quantizer == "lsq" else "min-max",
         }
 
     def ladder(self, stages: list[Stage]) -> list[WeightQuantParams]:
         return [
-            WeightQuantParams(bits=[b] * len(stages), stem_head_bits=b, act_bits=8)
-            for b in (32, 8, 4)
+            WeightQuantParams(bits=[b] * len(stages), stem_head_bits=b, act_bits=8, quantizer=q)
+            for b, q in ((32, "minmax"), (8, "minmax"), (4, "lsq"))
         ]
 
 
@@ -125,13 +150,19 @@ def _quantized(student: Student, params: WeightQuantParams) -> list[tuple[str, n
     return found
 
 
+def minmax_scale(weight: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per output channel, max|w| / (2^(bits-1) - 1), shaped to broadcast over `weight`."""
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / (2 ** (bits - 1) - 1)
+    return scale.view(-1, *[1] * (weight.dim() - 1))
+
+
 def fake_quantize(weight: torch.Tensor, bits: int) -> torch.Tensor:
     """Quantize-dequantize `weight` (out_channels first) at `bits`, straight-through."""
     if bits >= FULL_PRECISION:
         return weight
     qmax = 2 ** (bits - 1) - 1
-    flat = weight.detach().reshape(weight.shape[0], -1)
-    scale = (flat.abs().amax(dim=1).clamp_min(1e-12) / qmax).view(-1, *[1] * (weight.dim() - 1))
+    scale = minmax_scale(weight, bits)
     quantized = torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
     return weight + (quantized - weight).detach()
 
@@ -145,3 +176,30 @@ class FakeQuantize(nn.Module):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return fake_quantize(weight, self.bits)
+
+
+class LearnedStep(nn.Module):
+    """A parametrization: the layer sees its weight quantized at `bits` with a learned step
+    per output channel (LSQ; module docstring). The step starts at the min-max scale of the
+    first weight it sees, so a technique that sets the weights after this one (`init`) sets
+    them before the step is chosen; a step loaded from a state dict is kept."""
+
+    def __init__(self, bits: int, channels: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.log_step = nn.Parameter(torch.zeros(channels))
+        self.started = False
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        qmax = 2 ** (self.bits - 1) - 1
+        if not self.started:
+            with torch.no_grad():
+                self.log_step.copy_(minmax_scale(weight, self.bits).flatten().log())
+            self.started = True
+        step = self.log_step.exp().view(-1, *[1] * (weight.dim() - 1))
+        scaled = torch.clamp(weight / step, -qmax, qmax)
+        return (scaled + (scaled.round() - scaled).detach()) * step
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self.started = True
+        super()._load_from_state_dict(*args, **kwargs)

@@ -88,7 +88,11 @@ def quantize_int8(
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        overrides = {} if model is None else trained_overrides(model, calibration[:1], prepared)
+        overrides = (
+            {}
+            if model is None
+            else trained_overrides(model, calibration[:1], prepared, reduce_range)
+        )
         quantize_static(
             str(prepared),
             str(path),
@@ -109,17 +113,14 @@ def quantize_int8(
 
 
 def trained_overrides(
-    model: nn.Module, example: np.ndarray, onnx_path: Path
+    model: nn.Module, example: np.ndarray, onnx_path: Path, reduce_range: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
     """ONNX Runtime `TensorQuantOverrides` that quantize `onnx_path` (exported from `model`)
     as `model` trained: the input of each Conv and Gemm whose PyTorch layer has an observed
-    `input_quant` at that quantizer's scale and zero point, and each weight of fewer than 8
-    bits at its trained per-channel scale, so its integer codes are exactly the trained ones
-    (8-bit weights need none: ONNX Runtime's max/127 is the trained scale).
-
-    The trained weight scale is recovered from the folded weight: fake-quant keeps a channel's
-    largest code at the bit-width's maximum, and batch norm folding multiplies the whole
-    channel by one factor, so the folded scale is max|W'| / (2^(bits-1) - 1).
+    `input_quant` at that quantizer's scale and zero point, and each fake-quantized weight
+    (a layer with `WEIGHT_BITS` of at most 8) at a per-channel scale that keeps its trained
+    integer codes (`code_scales`). With `reduce_range`, 8-bit weights are left to ONNX
+    Runtime's 7-bit quantization, which is what that retry asks for.
 
     ONNX nodes are matched to PyTorch layers by execution order, checked by weight shape; when
     they do not match, nothing is overridden (every tensor is calibrated)."""
@@ -147,15 +148,42 @@ def trained_overrides(
             for tensor in _passed_through(makers, node.input[0]):
                 overrides.setdefault(tensor, same)
         bits = getattr(layer, WEIGHT_BITS, 32)
-        if bits < 8:
-            w = numpy_helper.to_array(weights[node.input[1]])
-            largest = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-            scales = np.where(largest > 0, largest / (2 ** (bits - 1) - 1), 1.0)
-            overrides[node.input[1]] = [
-                {"axis": 0, "scale": np.array(s, np.float32), "zero_point": np.array(0, np.int8)}
-                for s in scales
-            ]
+        if bits < 8 or (bits == 8 and not reduce_range):
+            scales = code_scales(numpy_helper.to_array(weights[node.input[1]]), bits)
+            if scales is not None:
+                zero = np.array(0, np.int8)
+                overrides[node.input[1]] = [
+                    {"axis": 0, "scale": np.array(s, np.float32), "zero_point": zero}
+                    for s in scales
+                ]
     return overrides
+
+
+def code_scales(weight: np.ndarray, bits: int, tolerance: float = 1e-3) -> np.ndarray | None:
+    """Per output channel of a fake-quantized `weight` (batch norm folded in or not), a scale
+    at which every value is an integer code of magnitude at most 2^(bits-1) - 1, so int8 holds
+    exactly what was trained; None when a channel has none (the weight was not quantized).
+
+    A channel trained at step s with largest code M is (codes) * s times one folding factor,
+    so the scale max|w| / M fits. M is the bit-width's maximum under min-max scales and may be
+    less under learned ones; it is searched from the maximum down. Any fitting scale gives the
+    same dequantized weights. A wrong one leaves codes at least 1/M from an integer, far
+    above float32's error, so `tolerance` (in codes) cannot accept it."""
+    qmax = 2 ** (bits - 1) - 1
+    flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    largest = np.abs(flat).max(axis=1)
+    scales = np.ones(len(flat))
+    todo = largest > 0
+    for top in range(qmax, 0, -1):
+        if not todo.any():
+            break
+        rows = np.flatnonzero(todo)
+        step = largest[rows] / top
+        codes = flat[rows] / step[:, None]
+        fits = np.abs(codes - np.rint(codes)).max(axis=1) <= tolerance
+        scales[rows[fits]] = step[fits]
+        todo[rows[fits]] = False
+    return None if todo.any() else scales
 
 
 # ONNX Runtime quantizes these ops' output with their input's scale and zero point; each keeps

@@ -141,3 +141,34 @@ def test_without_a_model_every_tensor_is_calibrated(trained, tiny, tmp_path):
     images = tiny.data.train.images(torch.arange(32)).numpy()
     assert quantize_int8(fp32, images, tmp_path / "a.onnx") == 0
     assert quantize_int8(fp32, images, tmp_path / "b.onnx", model=model) > 0
+
+
+def test_learned_steps_reach_the_int8_file_exactly(tiny, tmp_path):
+    """A student with learned 4-bit steps (LSQ), whose largest codes need not be 7: every
+    weight the int8 file dequantizes equals the float32 export's folded weight."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    arch = make_arch([0.25] * 4, [1, 1, 1, 1], [4] * 4, act_bits=8, quantizer="lsq")
+    _, model = run_trial(arch, tiny.trial_context(), seed=0)
+    fp32 = export_fp32(model, tiny.data.example_input(1), tmp_path / "fp32.onnx")
+    quant_pre_process(str(fp32), str(tmp_path / "prepared.onnx"))
+    folded = {
+        i.name: numpy_helper.to_array(i)
+        for i in onnx.load(str(tmp_path / "prepared.onnx")).graph.initializer
+    }
+    images = tiny.data.train.images(torch.arange(32)).numpy()
+    assert quantize_int8(fp32, images, tmp_path / "int8.onnx", model=model) > 0
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    checked, short = 0, 0
+    for node in graph.node:
+        codes = values.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if codes is None or codes.dtype != np.int8 or codes.ndim < 2:
+            continue
+        scale = values[node.input[1]].reshape(-1, *[1] * (codes.ndim - 1))
+        original = folded[node.input[0].removesuffix("_quantized")]
+        assert np.allclose(codes * scale, original, rtol=1e-5, atol=1e-7), node.input[0]
+        checked += 1
+        short += int(np.abs(codes).max(axis=tuple(range(1, codes.ndim))).min() < 7)
+    assert checked == len(_layers(model))
+    assert short > 0  # some channel's largest learned code is below 7: min-max's rule would miss
