@@ -2,6 +2,7 @@
 int8 model is from the PyTorch model it came from.
 
     python benchmarks/qdq.py [--subset 10000] [--epochs 5] [--seeds 0 1 2] [--bits 8 4]
+                             [--conditions recalibrated trained lsq]
 
 One architecture per weight bit-width (the smallest corner of the config's space: the fewest
 blocks, 1/8 of each stage's channels; stem and head at 8 bits), trained twice per seed on
@@ -10,7 +11,8 @@ the same images, epochs and distillation (benchmarks/_controlled.py):
   activation range on 256 training images and recomputes every weight scale, as every export
   did before trained scales;
 - `trained`: uint8 activations fake-quantized in training (`act_bits: 8`); the export takes
-  the trained ranges and weight scales (`automl.deploy.onnx.trained_overrides`).
+  the trained ranges and weight scales (`automl.deploy.onnx.trained_overrides`);
+- `lsq`: as `trained`, with learned weight steps (`quantizer: lsq`) instead of min-max scales.
 Each is exported as `pick` exports it (`deploy_onnx`, no reduce-range retry counted) and
 scored on the 10,000 test images by PyTorch and by ONNX Runtime. The gap is PyTorch's test
 accuracy minus ONNX Runtime's; `disagree` counts test images whose class differs.
@@ -29,7 +31,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def architecture(stages, bits: int, act_bits: int):
+CONDITIONS = {  # name: (act_bits, quantizer)
+    "recalibrated": (32, "minmax"),
+    "trained": (8, "minmax"),
+    "lsq": (8, "lsq"),
+}
+
+
+def architecture(stages, bits: int, act_bits: int, quantizer: str):
     from search_spaces import Architecture
 
     return Architecture.model_validate(
@@ -41,6 +50,7 @@ def architecture(stages, bits: int, act_bits: int):
             "criterion": "l2",
             "stem_head_bits": 8,
             "act_bits": act_bits,
+            "quantizer": quantizer,
             "kd_temperature": 4.0,
             "kd_alpha": 0.9,
         }
@@ -57,15 +67,17 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4])
+    parser.add_argument(
+        "--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS)
+    )
     args = arguments(parser)
     exp = experiment(args)
     ctx = exp.trial_context()
-    conditions = {"recalibrated": 32, "trained": 8}
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for bits in args.bits:
-            for name, act_bits in conditions.items():
-                arch = architecture(exp.stages, bits, act_bits)
+            for name in args.conditions:
+                arch = architecture(exp.stages, bits, *CONDITIONS[name])
                 result, model = run_trial(arch, ctx, seed)
                 if name == "recalibrated":  # the export before trained scales: none of them
                     for layer in model.modules():
