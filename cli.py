@@ -260,6 +260,80 @@ def teacher(
     stdout.print(f"cached in {t.cache_dir}", highlight=False)
 
 
+@app.command()
+def sensitivity(
+    config: ConfigOpt = None,
+    criterion: Annotated[
+        str | None,
+        typer.Option(
+            help="channel criterion [default: the config's search_space.sensitivity_criterion, "
+            "l2 unless set]"
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=100,
+            help="distillation epochs per change, 0 to score each as cut [default: the "
+            "config's search_space.sensitivity_epochs, 0 unless set]",
+        ),
+    ] = None,
+    keep: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="a fraction of channels to keep, once per fraction [default: 0.875 0.75 ... 0.125]"
+        ),
+    ] = None,
+    rescan: Annotated[
+        bool, typer.Option("--rescan", help="scan again even if this scan is cached")
+    ] = False,
+) -> None:
+    """Prune each stage of the teacher alone at several fractions of its channels and drop each
+    droppable block alone; show the validation accuracy each change costs, and save the scan
+    and its plot in the teacher's cache (search_space.sensitivity_max_drop narrows a search
+    with it)."""
+    from automl.errors import UserError
+    from automl.experiment import prepare
+    from automl.run.sensitivity import KEEPS
+    from automl.run.sensitivity import sensitivity as scan_sensitivity
+
+    try:
+        cfg = _load(config, {})
+        space = cfg.search_space
+        scan, path = scan_sensitivity(
+            prepare(cfg),
+            space.sensitivity_criterion if criterion is None else criterion,
+            space.sensitivity_epochs if epochs is None else epochs,
+            keep or KEEPS,
+            rescan,
+        )
+    except UserError as exc:
+        _fail(str(exc))
+    _print_sensitivity(scan)
+    stdout.print(f"saved {path} and its plot {path.with_suffix('.html')}", highlight=False)
+
+
+def _print_sensitivity(scan: Any) -> None:
+    from rich.table import Table
+
+    trained = f"after {scan.epochs} epochs of distillation" if scan.epochs else "as cut"
+    table = Table(
+        title=f"validation accuracy lost (points), one change at a time, {trained}; "
+        f"teacher {scan.teacher_val_accuracy:.4f}",
+        title_justify="left",
+    )
+    table.add_column("stage")
+    for k in scan.keeps:
+        table.add_column(f"keep {k:g}", justify="right")
+    table.add_column("blocks dropped alone", justify="left")
+    for name in dict.fromkeys(p.name for p in scan.channels):
+        drops = {p.keep: p.drop for p in scan.channels if p.name == name}
+        blocks = ", ".join(f"{p.block} {100 * p.drop:+.2f}" for p in scan.blocks if p.name == name)
+        table.add_row(name, *(f"{100 * drops[k]:.2f}" for k in scan.keeps), blocks or "none")
+    stdout.print(table)
+
+
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, max=1024, help="the larger batch size measured")
 ]

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -42,6 +43,7 @@ from automl.compress import (
     techniques_in_order,
 )
 from automl.compress._base import check_field_values
+from automl.compress._criteria import known_criterion
 from automl.stages import Stage
 from search_spaces.architecture import Architecture
 from search_spaces.dimensions import Dimension, FloatDim, IntDim, Suggester
@@ -60,7 +62,17 @@ StageDimension = Annotated[
     Discriminator(_shape),
 ]
 _STAGE_DIMENSION = TypeAdapter(StageDimension)
-_OWN_FIELDS = ("name", "techniques", "shared_stages", "kd_temperature", "kd_alpha", "dimensions")
+_OWN_FIELDS = (
+    "name",
+    "techniques",
+    "shared_stages",
+    "sensitivity_max_drop",
+    "sensitivity_criterion",
+    "sensitivity_epochs",
+    "kd_temperature",
+    "kd_alpha",
+    "dimensions",
+)
 
 
 class SearchSpaceConfig(BaseModel):
@@ -81,6 +93,20 @@ class SearchSpaceConfig(BaseModel):
         default=False,
         description="one value of each per-stage dimension for every stage, where stages can "
         "share one (a stage's blocks cannot)",
+    )
+    sensitivity_max_drop: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="narrow each stage's channel_keep and blocks to what a sensitivity scan "
+        "allows: pruning one stage alone costs at most this much validation accuracy (0.01: "
+        "one point); null: no narrowing",
+    )
+    sensitivity_criterion: Annotated[str, AfterValidator(known_criterion)] = Field(
+        default="l2", description="the channel criterion of that scan"
+    )
+    sensitivity_epochs: int = Field(
+        default=0, ge=0, le=100, description="distillation epochs per scanned change (0: none)"
     )
     kd_temperature: Dimension = FloatDim(low=1.0, high=8.0)
     kd_alpha: Dimension = FloatDim(low=0.3, high=1.0)

@@ -88,6 +88,14 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
             {"search_space": {"bits": {"type": "choice", "values": [1, 64]}}},
             "search_space.bits: 1 is",
         ),
+        (
+            {"search_space": {"sensitivity_max_drop": 2}},
+            "search_space.sensitivity_max_drop: Input should be less than 1",
+        ),
+        (
+            {"search_space": {"sensitivity_criterion": "snip"}},
+            "search_space.sensitivity_criterion: unknown pruning criterion 'snip'; known:",
+        ),
         ({"search_space": {"name": "huge"}}, "registered: ['pruning', 'stagewise', 'uniform']"),
         (
             {"search_space": {"criterion": "snip"}},

@@ -180,6 +180,24 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
     return run_dir
 
 
+def _narrow_by_sensitivity(exp: Experiment, space: BoundSearchSpace) -> None:
+    """With `search_space.sensitivity_max_drop`, narrow `space` by the teacher's cached
+    sensitivity scan (made now when there is none: `automl.run.sensitivity`)."""
+    ss = exp.config.search_space
+    if ss.sensitivity_max_drop is None:
+        return
+    from automl.run.sensitivity import narrow, sensitivity
+
+    scan, path = sensitivity(exp, ss.sensitivity_criterion, ss.sensitivity_epochs)
+    changes = narrow(space, scan, ss.sensitivity_max_drop)
+    log.info(
+        "sensitivity (%s, at most %.3g accuracy lost per stage): %s",
+        path.name,
+        ss.sensitivity_max_drop,
+        "; ".join(changes) or "no dimension narrowed",
+    )
+
+
 def run_search(
     config: ExperimentConfig,
     resume: bool = False,
@@ -211,6 +229,7 @@ def _search(
         space = config.search_space.bind(stages)
     except ValueError as exc:
         raise UserError(str(exc)) from None
+    _narrow_by_sensitivity(exp, space)
     queued = [_fixed_params(space, i, entry) for i, entry in enumerate(config.search.enqueue)]
     init = space.global_dims.get("init")
     if init is not None and init.allows("rewind") and not exp.teacher.has_rewind:
