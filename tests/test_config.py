@@ -103,7 +103,7 @@ def test_unknown_key_inside_tagged_data_section_lists_that_sections_keys():
         ),
         (
             {"search_space": {"bitz": 3}},
-            "search_space.bitz: unknown key; allowed: act_bits, bits, blocks",
+            "search_space.bitz: unknown key; allowed: act_bits, bits, block_choice, blocks",
         ),
         ({"plugins": ["no.such.module"]}, "plugins: cannot import 'no.such.module'"),
         (

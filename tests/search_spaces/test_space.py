@@ -194,7 +194,7 @@ def test_a_plain_value_in_yaml_means_fixed_and_the_dump_is_flat():
             {"techniques": ["depth", "channels"], "bits": 8},
             "technique 'weight_quant', which is not enabled",
         ),
-        ({"bitz": 8}, "bitz: unknown key; allowed: act_bits, bits, blocks"),
+        ({"bitz": 8}, "bitz: unknown key; allowed: act_bits, bits, block_choice, blocks"),
         ({"techniques": ["depth", "prune"]}, "unknown technique(s) ['prune']"),
         ({"techniques": ["depth", "depth"]}, "listed twice"),
         ({"criterion": "l2", "stem_head_bits": [8, 8]}, "not a list"),
