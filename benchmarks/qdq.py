@@ -67,16 +67,18 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bits", type=int, nargs="+", default=[8, 4])
-    parser.add_argument(
-        "--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS)
-    )
     args = arguments(parser)
     exp = experiment(args)
     ctx = exp.trial_context()
+    chosen = [
+        name
+        for name in CONDITIONS
+        if not args.conditions or any(name.startswith(c) for c in args.conditions)
+    ]
     rows: dict[str, list[dict]] = {}
     for seed in args.seeds:
         for bits in args.bits:
-            for name in args.conditions:
+            for name in chosen:
                 arch = architecture(exp.stages, bits, *CONDITIONS[name])
                 result, model = run_trial(arch, ctx, seed)
                 if name == "recalibrated":  # the export before trained scales: none of them
