@@ -186,10 +186,12 @@ def _narrow_by_sensitivity(exp: Experiment, space: BoundSearchSpace) -> None:
     ss = exp.config.search_space
     if ss.sensitivity_max_drop is None:
         return
-    from automl.run.sensitivity import narrow, sensitivity
+    from automl.run import sensitivity as scans
 
-    scan, path = sensitivity(exp, ss.sensitivity_criterion, ss.sensitivity_epochs)
-    changes = narrow(space, scan, ss.sensitivity_max_drop)
+    scan, path = scans.sensitivity(
+        exp, ss.sensitivity_criterion, ss.sensitivity_epochs, scans.KEEPS
+    )
+    changes = scans.narrow(space, scan, ss.sensitivity_max_drop)
     log.info(
         "sensitivity (%s, at most %.3g accuracy lost per stage): %s",
         path.name,
