@@ -16,19 +16,27 @@ from teachers.load import create_teacher
 SIZE = (16, 16)
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    """A random resnet34 (3, 4, 6, 3 blocks) whose layer2 block 1 alone does nothing: its
-    residual branch ends in a batch norm scaled to zero, so the block passes its
-    (non-negative) input on unchanged. timm starts every branch so; the others are opened."""
-    torch.manual_seed(0)
+def _resnet34(seed: int, idle: tuple[str, int]) -> torch.nn.Module:
+    """A random resnet34 whose every residual branch is open but `idle`'s (stage, block):
+    timm starts each branch's last batch norm at zero, which makes a block pass its input on."""
+    torch.manual_seed(seed)
     model = create_teacher("resnet34", 1, 10).eval()
     with torch.no_grad():
         for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
             for block in layer:
                 block.bn2.weight.fill_(1.0)
-        model.layer2[1].bn2.weight.zero_()
-        model.layer2[1].bn2.bias.zero_()
+        quiet = getattr(model, idle[0])[idle[1]].bn2
+        quiet.weight.zero_()
+        quiet.bias.zero_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A random resnet34 (3, 4, 6, 3 blocks) whose layer2 block 1 alone does nothing: its
+    residual branch ends in a batch norm scaled to zero, so the block passes its
+    (non-negative) input on unchanged."""
+    model = _resnet34(seed=0, idle=("layer2", 1))
     stages = find_stages(model, torch.zeros(1, 1, *SIZE))
     return model, stages
 
@@ -75,14 +83,7 @@ def test_where_blocks_differ_only_sets_that_keep_the_skeleton_are_chosen(tmp_pat
     """layer3 (blocks 0 to 5) with block 2 of another structure and block 1 doing nothing:
     dropping block 1 would shift block 2 into block 1's place, which the skeleton of a saved
     student (its last block dropped) cannot hold, so a block from 3 to 5 goes instead."""
-    torch.manual_seed(1)
-    model = create_teacher("resnet34", 1, 10).eval()
-    with torch.no_grad():
-        for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
-            for block in layer:
-                block.bn2.weight.fill_(1.0)
-        model.layer3[1].bn2.weight.zero_()
-        model.layer3[1].bn2.bias.zero_()
+    model = _resnet34(seed=1, idle=("layer3", 1))
     model.layer3[2].conv1 = torch.nn.Conv2d(256, 256, 1, bias=False)
     stages = find_stages(model, torch.zeros(1, 1, *SIZE))
     keep = [s.num_blocks for s in stages]
