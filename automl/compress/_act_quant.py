@@ -48,32 +48,53 @@ class ActQuant(nn.Module):
         self.register_buffer("low", torch.zeros(()))
         self.register_buffer("high", torch.zeros(()))
         self.enabled = True  # off while exporting: the export inserts the same rounding
+        # a range was observed: kept on the host so that a training step never waits for the
+        # device; None: not known yet (fresh, or loaded), read once from the buffers
+        self.seen: bool | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
+        if self.seen is None:
+            self.seen = bool(self.high > self.low)
         if self.training:
             with torch.no_grad():
                 low, high = x.detach().min().float(), x.detach().max().float()
-                if self.observed:
+                if self.seen:
                     low = self.low + MOMENTUM * (low - self.low)
                     high = self.high + MOMENTUM * (high - self.high)
                 self.low.copy_(low)
                 self.high.copy_(high)
-        if not self.observed:
+                self.seen = True
+        if not self.seen:
             return x  # never trained: nothing to quantize with yet
-        scale, zero = self.params()
+        scale, zero = self.tensor_params()
         # in float32: under CUDA's bfloat16 autocast the input may be bfloat16
         return torch.fake_quantize_per_tensor_affine(x.float(), scale, zero, 0, QMAX).to(x.dtype)
 
     @property
     def observed(self) -> bool:
         """A range has been seen (both bounds start at 0, so the first batch sets them)."""
-        return bool(self.high > self.low)
+        return self.seen if self.seen is not None else bool(self.high > self.low)
 
     def params(self) -> tuple[float, int]:
         """(scale, zero point) for the range observed so far."""
         return uint8_params(float(self.low), float(self.high))
+
+    def tensor_params(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """`params` as tensors on the buffers' device (float32 scale, int32 zero point),
+        computed there, so a training step never waits for the device: the same arithmetic
+        as `uint8_params`, in float64."""
+        low = self.low.double().clamp(max=0.0)
+        high = self.high.double().clamp(min=0.0)
+        scale = ((high - low) / QMAX).float()
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        zero = torch.round(-low / scale.double()).clamp(0, QMAX).to(torch.int32)
+        return scale, zero
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.seen = None  # read from the loaded range at the next forward pass
 
 
 def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -41,6 +41,21 @@ def test_scale_and_zero_point_are_onnx_runtime_s(low, high):
     assert ours[0] == pytest.approx(float(scale), rel=1e-6) and ours[1] == int(zero)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_the_tensor_form_of_the_parameters_is_uint8_params_exactly(seed):
+    """Training steps use scale and zero point computed as tensors (no host sync on a GPU);
+    they must be the export's (`uint8_params`, ONNX Runtime's) to the bit."""
+    g = torch.Generator().manual_seed(seed)
+    quant = ActQuant()
+    for _ in range(50):
+        low, high = sorted((torch.randn(2, generator=g) * 10 ** (seed - 2)).tolist())
+        quant.low.fill_(low)
+        quant.high.fill_(high)
+        scale, zero = quant.tensor_params()
+        assert (float(scale), int(zero)) == quant.params()
+        assert scale.dtype == torch.float32 and zero.dtype == torch.int32
+
+
 def test_the_range_moves_with_training_and_holds_in_eval():
     quant = ActQuant()
     x = torch.linspace(-1, 3, 100)
