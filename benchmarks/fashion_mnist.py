@@ -73,6 +73,22 @@ def summarise(run_dir: Path) -> int:
             f"{done.get('not_retrained', [])}"
         )
     t_acc, t_size = teacher["test_accuracy"], teacher["size_bytes"]
+    epochs = {int(k): v for k, v in (done or {}).get("trial_epochs", {}).items()}
+    print(
+        f"\nthe front (latency: {run['config']['latency']['runtime']}, batch 1; teacher "
+        f"{teacher['latency_ms']:.3f} ms, val {teacher['val_accuracy']:.4f})\n"
+        "| trial | params | packed kB (% teacher) | MMACs | epochs | proxy val | val | test | "
+        "latency ms |\n|---|---|---|---|---|---|---|---|---|"
+    )
+    for m in sorted(front, key=lambda m: m["params"]):
+        proxy = m.get("proxy") or {}
+        print(
+            f"| {m['trial']} | {m['params']:,} | {m['size_bytes'] / 1e3:,.0f} "
+            f"({100 * m['size_bytes'] / t_size:.2f}%) | {m['macs'] / 1e6:.1f} | "
+            f"{epochs.get(m['trial'], '')} | {proxy.get('val_accuracy', float('nan')):.4f} | "
+            f"{m['val_accuracy']:.4f} | {m['test_accuracy']:.4f} | {m['latency_ms']:.3f} |"
+        )
+    print()
     small = best(front, lambda m: m["params"] <= 100_000)
     mid = best(front, lambda m: m["params"] <= 1_000_000)
     tiny = best(front, lambda m: m["size_bytes"] <= 0.05 * t_size)
