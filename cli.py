@@ -326,12 +326,12 @@ def _print_sensitivity(scan: Any) -> None:
     table.add_column("stage")
     for k in scan.keeps:
         table.add_column(f"keep {k:g}", justify="right")
-    table.add_column("blocks dropped alone", justify="left")
     for name in dict.fromkeys(p.name for p in scan.channels):
         drops = {p.keep: p.drop for p in scan.channels if p.name == name}
-        blocks = ", ".join(f"{p.block} {100 * p.drop:+.2f}" for p in scan.blocks if p.name == name)
-        table.add_row(name, *(f"{100 * drops[k]:.2f}" for k in scan.keeps), blocks or "none")
+        table.add_row(name, *(f"{100 * drops[k]:.2f}" for k in scan.keeps))
     stdout.print(table)
+    blocks = ", ".join(f"{p.block} {100 * p.drop:.2f}" for p in scan.blocks) or "none droppable"
+    stdout.print(f"each droppable block dropped alone: {blocks}", highlight=False)
 
 
 BatchOpt = Annotated[
