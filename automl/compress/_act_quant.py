@@ -55,18 +55,16 @@ class ActQuant(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return x
-        if self.seen is None:
-            self.seen = bool(self.high > self.low)
         if self.training:
             with torch.no_grad():
                 low, high = x.detach().min().float(), x.detach().max().float()
-                if self.seen:
+                if self.observed:
                     low = self.low + MOMENTUM * (low - self.low)
                     high = self.high + MOMENTUM * (high - self.high)
                 self.low.copy_(low)
                 self.high.copy_(high)
                 self.seen = True
-        if not self.seen:
+        if not self.observed:
             return x  # never trained: nothing to quantize with yet
         scale, zero = self.tensor_params()
         # in float32: under CUDA's bfloat16 autocast the input may be bfloat16
@@ -74,8 +72,11 @@ class ActQuant(nn.Module):
 
     @property
     def observed(self) -> bool:
-        """A range has been seen (both bounds start at 0, so the first batch sets them)."""
-        return self.seen if self.seen is not None else bool(self.high > self.low)
+        """A range has been seen (both bounds start at 0, so the first batch sets them); read
+        from the buffers only while `seen` is not known."""
+        if self.seen is None:
+            self.seen = bool(self.high > self.low)
+        return self.seen
 
     def params(self) -> tuple[float, int]:
         """(scale, zero point) for the range observed so far."""

@@ -32,10 +32,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from pydantic import BaseModel
 from torch import nn
 
+from automl.compress._criteria import known_criterion
 from automl.compress.channels import ChannelsParams
 from automl.errors import UserError
 from automl.experiment import Experiment
@@ -135,7 +135,7 @@ def run_scan(
     if epochs:
         ctx = replace(ctx, training=ctx.training.model_copy(update={"epochs": epochs}))
     stages = exp.stages
-    reference = _val_accuracy(copy.deepcopy(ctx.teacher).cpu().eval(), ctx)
+    reference = accuracy(copy.deepcopy(ctx.teacher), ctx.data.val, ctx.device)
     channels: list[ChannelPoint] = []
     for stage in stages:
         for keep in keeps:
@@ -264,12 +264,7 @@ def _score(model: nn.Module, ctx: TrialContext, epochs: int, seed: int) -> float
             augment=ctx.augmenter(),
             indices=ctx.subset,
         )
-    return _val_accuracy(model, ctx)
-
-
-def _val_accuracy(model: nn.Module, ctx: TrialContext) -> float:
-    with torch.no_grad():
-        return accuracy(model.eval(), ctx.data.val, ctx.device)
+    return accuracy(model, ctx.data.val, ctx.device)  # in eval mode, without gradients
 
 
 def _where(stage: Stage) -> dict[str, object]:
@@ -333,8 +328,6 @@ def _checked_keeps(keeps: Sequence[float]) -> list[float]:
 
 def _check_criterion(criterion: str) -> None:
     try:
-        ChannelsParams(channel_keep=[1.0], criterion=criterion)
+        known_criterion(criterion)
     except ValueError as exc:
-        reason = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
-        reason = reason.removeprefix("Value error, ")
-        raise UserError(f"sensitivity: --criterion: {reason}") from None
+        raise UserError(f"sensitivity: --criterion: {exc}") from None
