@@ -216,10 +216,22 @@ def _print_finalized(done: Any) -> None:
         f"of proxy and full validation accuracy {tau}",
         highlight=False,
     )
+    for limit, trial in done.best_under.items():
+        stdout.print(f"best under {limit:,} parameters: trial {trial}, retrained", highlight=False)
 
 
 @app.command()
-def finalize(run_path: RunArg) -> None:
+def finalize(
+    run_path: RunArg,
+    params_limit: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=1,
+            help="also retrain the search's best student of at most this many parameters "
+            "(repeatable) [default: the run's training.final_params_limits]",
+        ),
+    ] = None,
+) -> None:
     """Retrain the front of a proxy search on every training image for training.final_epochs,
     rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
     from automl.errors import UserError
@@ -227,7 +239,7 @@ def finalize(run_path: RunArg) -> None:
     from automl.run.finished import open_search_run
 
     try:
-        pareto = run_finalize(open_search_run(run_path), _say)
+        pareto = run_finalize(open_search_run(run_path), _say, params_limits=params_limit)
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -67,6 +67,12 @@ class TrainingConfig(Strict):
         description="finalize retrains at most this many proxy-front models, spread evenly "
         "over log MACs (the smallest and largest always among them); null: the whole front",
     )
+    final_params_limits: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="finalize also retrains, for each limit, the search's best student of at "
+        "most that many parameters (by proxy validation accuracy, on the front or not), "
+        "besides the final_models it spreads over the front",
+    )
 
     @model_validator(mode="after")
     def _max_covers_final(self) -> TrainingConfig:

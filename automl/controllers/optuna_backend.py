@@ -27,7 +27,6 @@ class OptunaController(Controller):
     def run(
         self, on_complete: OnComplete, on_records: OnRecords, progress: SearchProgress
     ) -> ControllerTimes:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         start = time.perf_counter()
         study = studies.open_study(self.study_ref)
         studies.fail_interrupted(study)

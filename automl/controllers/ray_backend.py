@@ -312,7 +312,6 @@ class RayController(Controller):
     def run(
         self, on_complete: OnComplete, on_records: OnRecords, progress: SearchProgress
     ) -> ControllerTimes:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         started = connect(self.config.ray)
         try:
             return self._run(self.config.ray, on_complete, on_records, progress)

@@ -60,7 +60,9 @@ def open_storage(ref: StudyRef) -> optuna.storages.RDBStorage:
 
 
 def open_study(ref: StudyRef, storage: optuna.storages.RDBStorage | None = None) -> optuna.Study:
-    """The run's multi-objective study, created on first use."""
+    """The run's multi-objective study, created on first use. Optuna's INFO lines (a study
+    opened, a trial finished) are silenced: the tool reports its own progress."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=ref.name,
         storage=storage or open_storage(ref),

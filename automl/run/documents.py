@@ -120,8 +120,10 @@ class Finalized(_Doc):
     max_epochs: int | None = None  # training.final_max_epochs: smaller models trained longer
     models: int | None = None  # training.final_models: the most retrained
     trial_epochs: dict[int, int] = Field(default_factory=dict)  # epochs each model retrained for
-    retrained: list[int]  # proxy-front trials retrained, in the front's order
+    retrained: list[int]  # spread proxy-front trials in the front's order, then best_under's
     not_retrained: list[int] = Field(default_factory=list)  # beyond training.final_models
+    # training.final_params_limits: each limit -> the trial retrained as the best under it
+    best_under: dict[int, int] = Field(default_factory=dict)
     dropped: list[int]  # retrained, but dominated at full fidelity
     kendall_tau: float | None  # proxy vs full validation accuracy over `retrained`
     seconds: float

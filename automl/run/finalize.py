@@ -5,7 +5,9 @@ A proxy search trains each student on a stratified subset for a few epochs
 understates what each can reach. Finalize retrains the models of the proxy front (at most
 `training.final_models` of them, spread over the front's MACs: `spread`) from the teacher, on
 all training images for `training.final_epochs` (with `training.final_max_epochs`, smaller
-models for more: `retraining_epochs`), with the same seed,
+models for more: `retraining_epochs`), with the same seed; and, for each of
+`training.final_params_limits`, the search's best student under that many parameters, on the
+proxy front or not (`best_under`). It
 records both figures in pareto.json, rebuilds the front on the full-fidelity figures,
 and reports how well the proxy ranked the retrained models: Kendall's tau between
 proxy and full validation accuracy (1: the same order, 0: no relation).
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from automl.config import TrainingConfig
+from automl.controllers import study as studies
 from automl.errors import UserError
 from automl.experiment import Experiment, prepare
 from automl.pareto import rank_correlation
@@ -46,6 +49,7 @@ from automl.run.lock import run_lock
 from automl.run.report import build_report, report_title
 from automl.student.files import save_student
 from automl.trial import Scores, TrialRecord, TrialResult, run_trial
+from search_spaces import Architecture
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +69,16 @@ def final_name(trial: int) -> str:
 
 
 def finalize(
-    run: SearchRun, say: Callable[[str], None] = log.info, exp: Experiment | None = None
+    run: SearchRun,
+    say: Callable[[str], None] = log.info,
+    exp: Experiment | None = None,
+    params_limits: Sequence[int] | None = None,
 ) -> ParetoDocument:
     """Retrain the proxy front at full fidelity, rewrite pareto.json and report.html, and
     return the new document. Retrained models already on disk are reused; `exp` is the
-    run's prepared experiment, when the caller has it. Holds the run's lock. A run that is no
-    proxy search is a UserError."""
+    run's prepared experiment, when the caller has it; `params_limits`, when given, replaces
+    the run's `training.final_params_limits`. Holds the run's lock. A run that is no proxy
+    search is a UserError."""
     if not run.config.training.is_proxy:
         raise UserError(
             f"{run.run_dir.path} is no proxy search: its students trained on every training image "
@@ -78,20 +86,29 @@ def finalize(
             "repeat. Finalize retrains the front of a search with training.train_subset or "
             "training.final_epochs set"
         )
+    limits = run.config.training.final_params_limits if params_limits is None else params_limits
     with run_lock(run.run_dir.path):
-        return _finalize(run, say, exp)
+        return _finalize(run, say, exp, sorted(set(limits)))
 
 
-def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None) -> ParetoDocument:
+def _finalize(
+    run: SearchRun, say: Callable[[str], None], exp: Experiment | None, limits: list[int]
+) -> ParetoDocument:
     start = time.perf_counter()
     config, run_dir = run.config, run.run_dir
     t = config.training
     proxy_front = _candidates(run)
-    candidates = spread(proxy_front, t.final_models)
+    spread_out = spread(proxy_front, t.final_models)
+    chosen = best_under(_searched(run), limits) if limits else {}
+    taken = {m.trial for m in spread_out}
+    extra = {m.trial: m for m in chosen.values() if m.trial not in taken}
+    candidates = spread_out + sorted(extra.values(), key=lambda m: m.trial)
     exp = exp or prepare(config)
     proxy_ctx = exp.trial_context()
     proxy_images = len(exp.data.train) if proxy_ctx.subset is None else len(proxy_ctx.subset)
-    reference = median_macs([m.macs for m in candidates])
+    # the spread's median: members added for a parameter limit are small by nature and would
+    # pull it down (and every spread member's epochs with it)
+    reference = median_macs([m.macs for m in spread_out])
     epochs = {m.trial: retraining_epochs(m.macs, reference, t) for m in candidates}
     done: list[Retrained] = []
     found_before = {m.trial: _read_retrained(m, epochs[m.trial], run_dir.path) for m in candidates}
@@ -128,7 +145,7 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
             found = Retrained(member.trial, proxy, result)
         done.append(found)
     by_trial = {r.trial: r for r in done}
-    done = [by_trial[m.trial] for m in candidates]  # the proxy front's order
+    done = [by_trial[m.trial] for m in candidates]  # the spread's order, then the limits'
     records = [
         TrialRecord(m.trial, "COMPLETE", m.architecture, by_trial[m.trial].result)
         for m in candidates
@@ -147,6 +164,7 @@ def _finalize(run: SearchRun, say: Callable[[str], None], exp: Experiment | None
         trial_epochs={r.trial: r.result.epochs for r in done},
         retrained=[r.trial for r in done],
         not_retrained=[m.trial for m in proxy_front if m.trial not in by_trial],
+        best_under={limit: m.trial for limit, m in chosen.items()},
         dropped=[r.trial for r in done if r.trial not in on_front],
         kendall_tau=rank_correlation(
             [r.proxy.val_accuracy for r in done], [r.result.val_accuracy for r in done]
@@ -219,6 +237,38 @@ def spread(front: Sequence[FrontMember], most: int | None) -> list[FrontMember]:
     return [m for m in front if m.trial in taken]
 
 
+def best_under(members: Sequence[FrontMember], limits: Sequence[int]) -> dict[int, FrontMember]:
+    """For each limit, the member of at most that many parameters with the best proxy
+    validation accuracy (on a tie the fewer parameters, then the earlier trial); a limit no
+    member meets is left out.
+
+    The front is drawn over accuracy, latency and packed size, not parameters: a student of
+    98k parameters at fp32 can be dominated by one of 300k at 4 bits, smaller on disk and as
+    fast, and so be missing from a front a user asks "the best under 100k parameters" of."""
+    chosen = {}
+    for limit in limits:
+        fits = [m for m in members if m.params <= limit]
+        if fits:
+            chosen[limit] = max(fits, key=lambda m: (m.val_accuracy, -m.params, -m.trial))
+    return chosen
+
+
+def _searched(run: SearchRun) -> list[FrontMember]:
+    """Every trained student of the run's search within its limits, as front members (whose
+    weights, off the front, are no longer kept; finalize trains from the teacher anyway)."""
+    study = studies.open_study(run.run_dir.study(run.config.name))
+    return [
+        FrontMember(
+            trial=r.number,
+            architecture=r.architecture,
+            **r.result.model_dump(exclude={"epochs"}),
+            weights=run.run_dir.weights_name(r.number),
+        )
+        for r in studies.records(study)
+        if r.trained and not r.rejected and r.result is not None and r.architecture is not None
+    ]
+
+
 def _candidates(run: SearchRun) -> list[FrontMember]:
     """The proxy front. The first finalize keeps the proxy search's pareto.json as
     proxy_pareto.json, since pareto.json then holds the full-fidelity front; a resumed search
@@ -239,7 +289,9 @@ def _read_retrained(member: FrontMember, epochs: int, run_dir: Path) -> Retraine
         return None
     try:
         doc = json.loads(meta.read_text())
-        if doc.get("architecture") != member.architecture.model_dump(mode="json"):
+        # compared as models: a field added since with its default (weight_quant's
+        # `quantizer`) leaves the architecture what it was
+        if Architecture.model_validate(doc["architecture"]) != member.architecture:
             return None
         result = TrialResult(**doc["result"])
         if result.epochs != epochs:

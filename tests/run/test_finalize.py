@@ -14,6 +14,8 @@ from automl.pareto import rank_correlation
 from automl.run.documents import FrontMember, ParetoDocument, read_document
 from automl.run.finalize import (
     PROXY_PARETO,
+    _searched,
+    best_under,
     final_name,
     finalize,
     median_macs,
@@ -112,8 +114,44 @@ def test_finalize_retrains_at_most_final_models_spread_over_the_front(proxy_run)
     assert not (out / final_name(done.not_retrained[0])).exists()  # no stale weights beside
 
 
-def _member(trial: int, macs: int, val: float = 0.9) -> FrontMember:
-    return FrontMember.model_construct(trial=trial, macs=macs, val_accuracy=val)
+def test_finalize_retrains_the_best_student_under_each_parameter_limit(proxy_run):
+    out, _ = proxy_run
+    run = open_search_run(out)
+    searched = _searched(run)
+    assert len(searched) == 5  # every trained trial of the budget, on the front or not
+    params = sorted({m.params for m in searched})
+    assert len(params) >= 2
+    limits = [params[0], params[len(params) // 2], params[0] - 1]  # the last: none fits
+    expected = {limit: m.trial for limit, m in best_under(searched, limits).items()}
+    assert set(expected) == set(limits[:2])
+    result = cli_in_process("finalize", out, *(f"--params-limit={limit}" for limit in limits))
+    assert result.exit_code == 0, result.output
+    done = open_search_run(out).pareto.finalized
+    assert done.best_under == expected
+    assert set(expected.values()) <= set(done.retrained)
+    for limit, trial in expected.items():
+        assert f"best under {limit:,} parameters: trial {trial}" in result.stdout
+        meta = json.loads((out / final_name(trial)).with_suffix(".json").read_text())
+        assert meta["result"]["params"] <= limit  # retrained at full fidelity, same student
+    again = finalize(open_search_run(out))  # the run's own limits: none
+    assert again.finalized.best_under == {}
+
+
+def test_bad_parameter_limit_is_a_clear_error(proxy_run):
+    out, _ = proxy_run
+    result = cli_in_process("finalize", out, "--params-limit", "0")
+    assert result.exit_code == 2 and "params-limit" in result.stderr
+
+
+def _member(trial: int, macs: int, val: float = 0.9, params: int = 0) -> FrontMember:
+    return FrontMember.model_construct(trial=trial, macs=macs, val_accuracy=val, params=params)
+
+
+def test_best_under_takes_the_best_accuracy_that_fits_each_limit():
+    members = [_member(0, 1, 0.80, 90), _member(1, 1, 0.85, 100), _member(2, 1, 0.85, 95)]
+    members += [_member(3, 1, 0.95, 500), _member(4, 1, 0.95, 400)]
+    chosen = best_under(members, [89, 99, 100, 1_000])
+    assert {limit: m.trial for limit, m in chosen.items()} == {99: 2, 100: 2, 1_000: 4}
 
 
 def test_spread_keeps_the_ends_and_one_of_each_crowd():
