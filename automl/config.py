@@ -15,6 +15,7 @@ from automl.data.digits import DigitsConfig
 from automl.errors import UserError
 from automl.paths import GivenPath
 from search_spaces import ChoiceDim, FixedDim, FloatDim, IntDim, SearchSpaceConfig
+from search_spaces.architecture import RECIPE
 from search_spaces.space import ONE, PER_STAGE
 from teachers import TeacherConfig
 
@@ -275,7 +276,7 @@ class ExperimentConfig(Strict):
     @model_validator(mode="after")
     def _enqueue_names_dimensions(self) -> ExperimentConfig:
         """Values are checked per stage once the teacher's stages are known (run_search)."""
-        names = [*self.search_space.dimensions, "kd_temperature", "kd_alpha"]
+        names = [*self.search_space.dimensions, *RECIPE]
         for i, entry in enumerate(self.search.enqueue):
             unknown = [k for k in entry if k not in names]
             if unknown:

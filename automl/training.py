@@ -172,6 +172,7 @@ def fit(
     augment: Augmenter | None = None,
     indices: torch.Tensor | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    extra: nn.Module | None = None,
 ) -> int:
     """Train `model` with AdamW and a one-cycle cosine schedule; returns the epochs run.
 
@@ -182,13 +183,18 @@ def fit(
     pass runs under bfloat16 autocast when `settings.amp` and `bf16_autocast(device)`.
     `on_epoch(epoch)` is called after each epoch and may return True to stop;
     `on_step(step, total_steps)` after each optimizer step (from 1), for compression that
-    moves while the model trains. Raises NonFiniteLoss when a loss is NaN or infinite.
+    moves while the model trains. `extra`: modules the loss trains with the model (their
+    parameters join the optimizer; moved to `device` and left there). Raises NonFiniteLoss
+    when a loss is NaN or infinite.
     """
     model.to(device, memory_format=torch.channels_last).train()
+    if extra is not None:
+        extra.to(device, memory_format=torch.channels_last).train()
     generator = torch.Generator().manual_seed(seed)
     pool = torch.arange(len(train)) if indices is None else indices.cpu()
     images, y_all = train.to(device), train.y.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
+    trained = [model] if extra is None else [model, extra]
+    params = [p for m in trained for p in m.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     # a last batch of one image would break batch norm: that image (a different one each
     # epoch, the order being shuffled) waits for the next epoch

@@ -21,6 +21,13 @@ from automl.constraints import Limits, Rejected
 from automl.data import DataBundle
 from automl.deploy.onnx import onnx_latency_ms
 from automl.early_stop import EpochReport
+from automl.feature_kd import (
+    FeatureBank,
+    FeatureHints,
+    OnlineTeacher,
+    feature_bank,
+    with_feature_loss,
+)
 from automl.measure import latency_ms, macs_and_params
 from automl.stages import Stage
 from automl.student.build import (
@@ -120,6 +127,9 @@ class TrialContext:
     subset: torch.Tensor | None = None
     rewind: dict[str, torch.Tensor] | None = None  # the teacher's early weights (`init`)
     limits: Limits = field(default_factory=Limits)  # checked before training where they can be
+    # the teacher's stage outputs on the training pool, made on first need; not copied by
+    # `dataclasses.replace`, as another subset needs its own
+    _features: FeatureBank | None = field(default=None, init=False, repr=False, compare=False)
 
     def augmenter(self) -> Augmenter | None:
         """How a student's batches are augmented: views of the bank, fresh ones when online,
@@ -146,8 +156,52 @@ class TrialContext:
         copy, so the shared teacher that students are built from stays on the CPU)."""
         if self.bank is not None:
             return distillation_loss(self.bank.logits.to(self.device), temperature, alpha)
+        return online_distillation(self._device_teacher(), temperature, alpha)
+
+    def _device_teacher(self) -> nn.Module:
         teacher = self.teacher if self.device.type == "cpu" else copy.deepcopy(self.teacher)
-        return online_distillation(teacher.to(self.device).eval(), temperature, alpha)
+        return teacher.to(self.device).eval()
+
+    def student_loss(self, student: Student, arch: Architecture) -> StudentLoss:
+        """The KD loss of a trial, with FitNets' stage-output term when
+        `arch.kd_feature_weight` > 0: the teacher's outputs cached for the training pool when
+        the student sees un-augmented images, else from a teacher forward per batch (which
+        also gives the logits when those are online)."""
+        base = self.distillation(arch.kd_temperature, arch.kd_alpha)
+        if arch.kd_feature_weight == 0:
+            return StudentLoss(base)
+        example = self.data.example_input(2)
+        if self.augmenter() is None:
+            if self._features is None:
+                self._features = feature_bank(
+                    self._device_teacher(), self.stages, self.data.train, self.subset, self.device
+                )
+            targets, shapes = self._features.targets(self.device), self._features.shapes
+            close: Callable[[], None] = lambda: None  # noqa: E731
+        else:
+            online = OnlineTeacher(self._device_teacher(), self.stages)
+            shapes = online.stage_shapes(example.to(self.device))
+            if self.bank is None:
+                base = online_distillation(online, arch.kd_temperature, arch.kd_alpha)
+            targets, close = online.targets, online.remove
+        hints = FeatureHints(student.model, student.stages, shapes, example)
+        loss = with_feature_loss(base, hints, targets, arch.kd_feature_weight)
+
+        def closing() -> None:
+            hints.remove()
+            close()
+
+        return StudentLoss(loss, hints.regressors, closing)
+
+
+@dataclass
+class StudentLoss:
+    """A student's loss; `extra`: modules trained with the student and dropped afterwards
+    (FitNets' regressors); `close` removes the hooks the loss set."""
+
+    loss: LossFn
+    extra: nn.Module | None = None
+    close: Callable[[], None] = field(default=lambda: None)
 
 
 CALIBRATION = 64  # training images that calibrate the int8 form timed during a search
@@ -223,7 +277,7 @@ def run_trial(
         reason = ctx.limits.broken(untrained, trained=False, sized=moving is None)
         if reason:
             raise Rejected(reason, untrained)
-    loss_fn = ctx.distillation(arch.kd_temperature, arch.kd_alpha) if kd else cross_entropy_loss
+    loss = ctx.student_loss(student, arch) if kd else StudentLoss(cross_entropy_loss)
     settings = ctx.fit_settings()
 
     def on_epoch(epoch: int) -> bool:
@@ -235,18 +289,22 @@ def run_trial(
             raise TrialStopped(epoch, val)
         return False
 
-    epochs = fit(
-        model,
-        data.train,
-        loss_fn,
-        settings,
-        ctx.device,
-        seed,
-        on_epoch,
-        augment=ctx.augmenter(),
-        indices=ctx.subset,
-        on_step=moving,
-    )
+    try:
+        epochs = fit(
+            model,
+            data.train,
+            loss.loss,
+            settings,
+            ctx.device,
+            seed,
+            on_epoch,
+            augment=ctx.augmenter(),
+            indices=ctx.subset,
+            on_step=moving,
+            extra=loss.extra,
+        )
+    finally:
+        loss.close()
     train_seconds = time.perf_counter() - start
     model = model.cpu().eval()
     size = packed_size_bytes(student, arch)

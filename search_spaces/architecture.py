@@ -5,7 +5,8 @@ per-stage fields and top-level fields for the global ones, and the distillation 
 
     {"techniques": ["depth", "channels", "weight_quant"],
      "stages": [{"channel_keep": 0.5, "blocks": 2, "bits": 8}, ...],
-     "criterion": "l2", "stem_head_bits": 8, "kd_temperature": 4.0, "kd_alpha": 0.7}
+     "criterion": "l2", "stem_head_bits": 8, "kd_temperature": 4.0, "kd_alpha": 0.7,
+     "kd_feature_weight": 0.0}
 
 Each technique's `Params` validates its values. A file without `techniques` was written before
 techniques were plugins and used `LEGACY_TECHNIQUES`.
@@ -27,7 +28,8 @@ from automl.compress import (
 )
 from automl.stages import Stage
 
-_OWN_FIELDS = ("techniques", "stages", "kd_temperature", "kd_alpha")
+RECIPE = ("kd_temperature", "kd_alpha", "kd_feature_weight")  # how a student is distilled
+_OWN_FIELDS = ("techniques", "stages", *RECIPE)
 _FLAT_STAGE_KEY = re.compile(r"^stage(\d+)\.(.+)$")
 
 
@@ -41,6 +43,10 @@ class Architecture(BaseModel):
     stages: tuple[dict[str, Any], ...] = Field(min_length=1)
     kd_temperature: Annotated[float, Field(gt=0)] = 4.0
     kd_alpha: Annotated[float, Field(ge=0, le=1, description="weight of the KD term")] = 0.7
+    kd_feature_weight: Annotated[
+        float,
+        Field(ge=0, le=1000, description="weight of the stage-output loss (FitNets); 0: none"),
+    ] = 0.0
 
     @model_validator(mode="before")
     @classmethod
@@ -95,7 +101,7 @@ class Architecture(BaseModel):
         for i, stage in enumerate(self.stages):
             row.update({f"stage{i}.{key}": value for key, value in stage.items()})
         row.update(self.model_extra or {})
-        row.update(kd_temperature=self.kd_temperature, kd_alpha=self.kd_alpha)
+        row.update({name: getattr(self, name) for name in RECIPE})
         return row
 
     @classmethod
@@ -104,7 +110,7 @@ class Architecture(BaseModel):
     ) -> Architecture:
         """The architecture of chosen techniques' values, e.g. one technique along its ladder;
         `num_stages` is needed only when no technique has a per-stage field; `recipe` may set
-        kd_temperature and kd_alpha."""
+        the fields of RECIPE."""
         techniques = techniques_in_order(list(params))
         n = {len(getattr(params[t.name], f)) for t in techniques for f in t.stage_fields()}
         if not n and num_stages is not None:

@@ -45,8 +45,8 @@ from automl.compress import (
 from automl.compress._base import check_field_values
 from automl.compress._criteria import known_criterion
 from automl.stages import Stage
-from search_spaces.architecture import Architecture
-from search_spaces.dimensions import Dimension, FloatDim, IntDim, Suggester
+from search_spaces.architecture import RECIPE, Architecture
+from search_spaces.dimensions import Dimension, FixedDim, FloatDim, IntDim, Suggester
 
 
 def _shape(raw: Any) -> str:
@@ -69,8 +69,7 @@ _OWN_FIELDS = (
     "sensitivity_max_drop",
     "sensitivity_criterion",
     "sensitivity_epochs",
-    "kd_temperature",
-    "kd_alpha",
+    *RECIPE,
     "dimensions",
 )
 
@@ -110,6 +109,8 @@ class SearchSpaceConfig(BaseModel):
     )
     kd_temperature: Dimension = FloatDim(low=1.0, high=8.0)
     kd_alpha: Dimension = FloatDim(low=0.3, high=1.0)
+    # FitNets' stage-output loss: off unless a config asks (automl/feature_kd.py)
+    kd_feature_weight: Dimension = FixedDim(value=0.0)
     # The techniques' dimensions; flat beside the fields above in YAML and JSON.
     dimensions: dict[str, StageDimension] = Field(default_factory=dict)
 
@@ -141,7 +142,7 @@ class SearchSpaceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _dimensions_of_enabled_techniques(self) -> SearchSpaceConfig:
-        for name in ("kd_temperature", "kd_alpha"):
+        for name in RECIPE:
             _check_recipe(name, getattr(self, name))
         enabled = techniques_in_order(self.techniques)
         fields = {f: t for t in enabled for f in t.Params.model_fields}
@@ -254,8 +255,7 @@ class BoundSearchSpace:
             techniques=c.techniques,
             stages=stage_values,
             **global_values,
-            kd_temperature=c.kd_temperature.sample("kd_temperature", s),
-            kd_alpha=c.kd_alpha.sample("kd_alpha", s),
+            **{name: getattr(c, name).sample(name, s) for name in RECIPE},
         )
 
     def fixed_params(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -265,7 +265,7 @@ class BoundSearchSpace:
         dimensions are checked and left out, as `sample` never asks for them. Raises ValueError
         naming the field, the stage and what the dimension allows."""
         owners = {f: t for t in self.techniques for f in t.stage_fields()}
-        recipe = {"kd_temperature": self.config.kd_temperature, "kd_alpha": self.config.kd_alpha}
+        recipe = {name: getattr(self.config, name) for name in RECIPE}
         named = {**self.global_dims, **recipe}
         params: dict[str, Any] = {}
         for field, value in values.items():
