@@ -75,7 +75,12 @@ def test_documents_of_format_1_are_upgraded_when_read():
     # the flat form, read back into techniques; act_bits, quantizer, block_choice and
     # kd_feature_weight came later, and old students have fp32 activations, min-max
     # scales, their last blocks cut and logits-only distillation
-    later = {"act_bits": 32, "quantizer": "minmax", "block_choice": "last", "kd_feature_weight": 0.0}
+    later = {
+        "act_bits": 32,
+        "quantizer": "minmax",
+        "block_choice": "last",
+        "kd_feature_weight": 0.0,
+    }
     assert member.architecture.flat() == {**raw, **later}
     assert member.deployed.format == "int8" and member.measured_latency_ms["torch"]
     assert pareto.knee_trial == 1 and pareto.measurement.rounds == 1
