@@ -28,7 +28,7 @@ def mean_sd(values: list[float], digits: int = 4, signed: bool = False) -> str:
 def arguments(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The options every controlled comparison takes, parsed with `parser`'s own."""
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "fashion_mnist.yaml")
-    parser.add_argument("--subset", type=int, default=10000)
+    parser.add_argument("--subset", type=int, default=10000, help="training images; 0: all")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, help="write every result here as JSON")
@@ -45,7 +45,8 @@ def experiment(args: argparse.Namespace):
     from automl.experiment import prepare
 
     cfg = load_config(args.config)
-    training = cfg.training.model_copy(update={"epochs": args.epochs, "train_subset": args.subset})
+    subset = args.subset or None
+    training = cfg.training.model_copy(update={"epochs": args.epochs, "train_subset": subset})
     cfg = cfg.model_copy(update={"training": training})
     return dataclasses.replace(prepare(cfg), config=cfg)
 
@@ -85,7 +86,8 @@ def compare(
         options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         args.out.write_text(json.dumps({"args": options, "results": results}, indent=2) + "\n")
     print(
-        f"\n{args.subset} training images, {args.epochs} epochs, {setting}, seeds {args.seeds}, "
+        f"\n{args.subset or 'all'} training images, {args.epochs} epochs, {setting}, "
+        f"seeds {args.seeds}, "
         f"{torch.get_num_threads()} threads"
     )
     print("| condition | val accuracy | test accuracy | packed kB | seconds per trial |")

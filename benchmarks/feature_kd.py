@@ -3,13 +3,15 @@ distilled with the stage-output loss at several weights (`kd_feature_weight`, be
 without it (beta 0, the control).
 
     python benchmarks/feature_kd.py [--subset 10000] [--epochs 5] [--keep 0.125] [--seeds 0 1 2]
-    python benchmarks/feature_kd.py --weights 0 1 --subset 54000 --epochs 9
+    python benchmarks/feature_kd.py --weights 0 1 --subset 0 --epochs 9 \
+        --architecture runs/fashion_mnist/models/final_0061.json
 
-One architecture (every block, `--keep` of each stage's channels, 8-bit weights: a student
-under 100k parameters, where the logits alone leave it furthest from the teacher), the
-config's teacher from its cache, the same images, epochs, seeds and logit distillation for
-every weight (benchmarks/_controlled.py). The teacher's stage outputs are cached once for
-the training images (automl/feature_kd.py).
+One architecture: every block, `--keep` of each stage's channels, 8-bit weights; or the one
+in `--architecture` (a JSON file holding it, or a model's `.json` beside its weights, as a
+run's models/ keeps them). The config's teacher from its cache, the same images, epochs,
+seeds and logit distillation for every weight (benchmarks/_controlled.py); only
+`kd_feature_weight` changes. The teacher's stage outputs are cached once for the training
+images (automl/feature_kd.py). `--subset 0` trains on all of them.
 """
 
 from __future__ import annotations
@@ -38,20 +40,35 @@ def architecture(stages, keep: float, weight: float):
     )
 
 
+def from_file(path: Path, weight: float):
+    import json
+
+    from search_spaces import Architecture
+
+    doc = json.loads(path.read_text())
+    arch = Architecture.model_validate(doc.get("architecture", doc))
+    return arch.model_copy(update={"kd_feature_weight": weight})
+
+
 def main() -> int:
     from _controlled import arguments, compare, experiment
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", type=float, default=0.125)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 1.0, 4.0])
+    parser.add_argument("--architecture", type=Path, help="a JSON file holding the student")
     args = arguments(parser)
     exp = experiment(args)
     compare(
         exp,
         args,
         {("logits only" if w == 0 else f"features, beta {w:g}"): w for w in args.weights},
-        lambda weight: architecture(exp.stages, args.keep, weight),
-        f"{args.keep} of every stage's channels, every block, 8-bit weights",
+        (lambda w: from_file(args.architecture, w))
+        if args.architecture
+        else (lambda w: architecture(exp.stages, args.keep, w)),
+        f"the architecture of {args.architecture}"
+        if args.architecture
+        else f"{args.keep} of every stage's channels, every block, 8-bit weights",
     )
     return 0
 
