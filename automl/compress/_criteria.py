@@ -2,12 +2,14 @@
 
 Each gives a torch-pruning importance, and, where the scores need more than the weights, a
 `prepare` step the pruner runs first on a labelled calibration batch (gradients for Taylor,
-the diagonal of the empirical Fisher for the second-order criterion).
+the diagonal of the empirical Fisher for the second-order criterion, trained L0 gates). What a
+`prepare` leaves on modules besides `.grad` is under the attribute SCORE, which
+`clear_scores` removes once the pruner has read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -16,22 +18,33 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
-Prepare = Callable[[nn.Module, torch.Tensor, torch.Tensor], None]
+from automl.compress._l0 import train_gates
+
+# (model, inputs, labels, keep): leaves what the scores read; `keep` is the fraction of its
+# channels each module of a stage keeps (the architecture's ratio), for criteria that learn
+# towards it
+Prepare = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[nn.Module, float]], None]
+EMPTY: Mapping[nn.Module, float] = {}
+SCORE = "_criterion_score"  # a per-channel score a `prepare` leaves on a module
 
 
 @dataclass(frozen=True)
 class Criterion:
     make: Callable[[], tp.importance.Importance]
-    prepare: Prepare | None = None  # (model, inputs, labels): leaves what the scores read
+    prepare: Prepare | None = None
 
 
-def loss_gradients(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+def loss_gradients(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, keep: Mapping = EMPTY
+) -> None:
     """`.grad` of every parameter: the gradient of the batch's cross-entropy."""
     model.zero_grad()
     F.cross_entropy(model(inputs), labels).backward()
 
 
-def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> None:
+def fisher_diagonal(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, keep: Mapping = EMPTY
+) -> None:
     """`.grad` of every parameter: the mean over the batch of each image's squared gradient,
     the diagonal of the empirical Fisher, which stands in for the Hessian's diagonal in
     Optimal Brain Damage (LeCun et al. 1990): removing weight w costs about w**2 * H_ww / 2.
@@ -49,6 +62,45 @@ def fisher_diagonal(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
                 total += p.grad.detach() ** 2
     for total, p in zip(sums, params, strict=True):
         p.grad = total / len(inputs)
+
+
+def l0_gates(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, keep: Mapping = EMPTY
+) -> None:
+    """Each BatchNorm's SCORE: the open probability of its channels' L0 gates, trained
+    towards `keep` (`automl.compress._l0`; the labels are not used: the target is the
+    network itself)."""
+    for bn, score in train_gates(model, inputs, keep).items():
+        setattr(bn, SCORE, score)
+
+
+def clear_scores(model: nn.Module) -> None:
+    """Remove what a `prepare` left on modules besides gradients."""
+    for module in model.modules():
+        module.__dict__.pop(SCORE, None)
+
+
+class L0Importance(tp.importance.Importance):
+    """Per channel of a group: the mean over its BatchNorms of their gates' open probability
+    (`l0_gates`); a group without gated BatchNorms falls back to the L2 norm."""
+
+    def __init__(self) -> None:
+        self.fallback = tp.importance.MagnitudeImportance(p=2)
+
+    @torch.no_grad()
+    def __call__(self, group: tp.dependency.Group) -> torch.Tensor | None:
+        n = len(group[0].root_idxs)
+        total, layers = torch.zeros(n), 0
+        for i, (dep, idxs) in enumerate(group):
+            layer, root = dep.target.module, group[i].root_idxs
+            score = getattr(layer, SCORE, None)
+            if dep.handler != function.prune_batchnorm_out_channels or score is None:
+                continue
+            if any(r is None for r in root):
+                continue
+            total.scatter_add_(0, torch.tensor(root, dtype=torch.long), score[idxs].float())
+            layers += 1
+        return total / layers if layers else self.fallback(group)
 
 
 class SynapticStrength(tp.importance.Importance):
@@ -98,6 +150,8 @@ _CRITERIA: dict[str, Criterion] = {
     "taylor": Criterion(tp.importance.TaylorImportance, prepare=loss_gradients),
     # second order: torch-pruning's OBD scores read `.grad` as the Hessian's diagonal
     "hessian": Criterion(tp.importance.HessianImportance, prepare=fisher_diagonal),
+    # Louizos et al. 2018: hard-concrete gates trained with an L0 penalty (_l0.py)
+    "l0": Criterion(L0Importance, prepare=l0_gates),
     "random": Criterion(tp.importance.RandomImportance),
 }
 

@@ -23,7 +23,7 @@ from automl.compress._base import (
     Technique,
     TechniqueParams,
 )
-from automl.compress._criteria import get_criterion, known_criterion
+from automl.compress._criteria import clear_scores, get_criterion, known_criterion
 from automl.stages import Stage, stage_of_modules
 
 
@@ -93,9 +93,11 @@ def prune_channels(
         round_to=round_to,
     )
     if spec.prepare is not None:
-        spec.prepare(model, inputs, labels)
+        kept = {m: keep[owner[n]] for n, m in model.named_modules() if n in owner}
+        spec.prepare(model, inputs, labels, kept)
     pruner.step()
     model.zero_grad(set_to_none=True)
+    clear_scores(model)
     return list(pruner.pruning_history())
 
 

@@ -6,7 +6,7 @@ import pytest
 import timm
 import torch
 
-from automl.compress._criteria import get_criterion, list_criteria
+from automl.compress._criteria import SCORE, get_criterion, list_criteria
 from automl.compress.channels import prune_channels
 from automl.stages import find_stages
 
@@ -23,6 +23,7 @@ def test_every_criterion_removes_channels_per_stage(criterion):
     assert model.layer3[0].conv1.out_channels == 64
     assert model.layer4[0].conv1.out_channels == 512  # kept whole
     assert model.fc.out_features == 10 and model(X).shape == (16, 10)
+    assert not any(hasattr(m, SCORE) for m in model.modules())  # what `prepare` left is gone
 
 
 def test_unknown_criterion_lists_known_ones():

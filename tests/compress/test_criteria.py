@@ -9,7 +9,14 @@ import torch_pruning as tp
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from automl.compress._criteria import SynapticStrength, fisher_diagonal, get_criterion
+from automl.compress._criteria import (
+    SCORE,
+    SynapticStrength,
+    clear_scores,
+    fisher_diagonal,
+    get_criterion,
+)
+from automl.compress._l0 import open_probability, sample_gate
 
 
 def _conv_bn_conv() -> nn.Sequential:
@@ -75,3 +82,41 @@ def test_the_second_order_criterion_prepares_the_fisher_and_reads_it():
     ]
     expected = torch.stack(obd).mean(0)
     assert torch.allclose(scores, expected / expected.mean(), rtol=1e-4)
+
+
+def test_hard_concrete_gates_are_exactly_0_or_1_as_often_as_their_formula_says():
+    log_alpha = torch.tensor([-4.0, 0.0, 2.0]).repeat(20000, 1).requires_grad_(True)
+    z = sample_gate(log_alpha, torch.Generator().manual_seed(0))
+    assert z.min() == 0 and z.max() == 1 and ((z > 0) & (z < 1)).any()
+    measured = (z > 0).float().mean(0)
+    assert torch.allclose(measured, open_probability(log_alpha[0].detach()), atol=0.01)
+    assert measured[0] < 0.2 < 0.5 < measured[1] < 0.9 < measured[2]
+    z.sum().backward()
+    assert (log_alpha.grad[:, 1] > 0).any()  # differentiable where the gate is not clamped
+
+
+def test_l0_gates_close_the_channel_nothing_reads_and_leave_the_model_as_it_was():
+    torch.manual_seed(0)
+    model = _conv_bn_conv()
+    head = nn.Sequential(model, nn.Flatten(), nn.LazyLinear(3))
+    x, y = torch.randn(32, 1, 6, 6), torch.randint(0, 3, (32,))
+    head(x)
+    head.train()
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    spec = get_criterion("l0")
+    spec.prepare(head, x, y)
+    bn = model[1]
+    gates = getattr(bn, SCORE)
+    assert gates.shape == (4,) and gates[1] < 0.1 and (gates[2:] > 0.9).all()
+    assert torch.equal(_scores(model, spec.make()), gates)  # one BN in the group: its gates
+    assert head.training and all(p.requires_grad and p.grad is None for p in head.parameters())
+    assert all(torch.equal(before[k], v) for k, v in head.state_dict().items())
+    clear_scores(head)
+    assert not hasattr(bn, SCORE)
+    # towards a target of 3 channels in 4: the weak channel 0, which the plain penalty
+    # closed, stays open far more often; the one nothing reads is still the first to close
+    spec.prepare(head, x, y, {bn: 0.75})
+    towards = getattr(bn, SCORE)
+    assert towards.argmin() == 1 and towards[0] > 0.3 > 0.1 > gates[0]
+    # the magnitude criteria keep channel 1, whose BN scale is the largest
+    assert _scores(model, tp.importance.MagnitudeImportance(p=2)).argmin() != 1
