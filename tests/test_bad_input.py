@@ -16,6 +16,7 @@ import timm
 import torch
 from PIL import Image
 
+from automl.compress._criteria import list_criteria
 from tests.conftest import cli_in_process, tiny_raw, write_config
 
 KD_INT = {"type": "int"}
@@ -516,8 +517,7 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
     (
         "train: an unknown criterion",
         ["train", "{tmp}/arch_foo.json"],
-        "unknown pruning criterion 'foo'; known: "
-        "['bn_scale', 'fpgm', 'hessian', 'l1', 'l2', 'random', 'synaptic', 'taylor']",
+        f"unknown pruning criterion 'foo'; known: {list_criteria()}",
     ),
     (
         "resume: a truncated run.json",
