@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BUDGET ?= 100
+NNI_IMPORTS := json-tricks 'typeguard>=3,<4.1.3' schema colorama nvidia-ml-py simplejson pandas \
+	cloudpickle tqdm requests
 
 .PHONY: install install-base system-packages search search-fashion test lint format clean
 
@@ -12,8 +14,13 @@ $(VENV)/.base: pyproject.toml
 	$(PY) -m pip install --quiet -e .
 	touch $@
 
+# NNI 3.0 (the nni_* criteria, tested here) goes in without its dependencies: it pins
+# filelock<3.12 for its experiment manager, which this tool does not use, and Ray's virtualenv
+# needs filelock>=3.24; the packages its pruners import come after it.
 $(VENV)/.dev: $(VENV)/.base
 	$(PY) -m pip install --quiet -e '.[dev,ray]'
+	$(PY) -m pip install --quiet --no-deps 'nni==3.0'
+	$(PY) -m pip install --quiet $(NNI_IMPORTS)
 	touch $@
 
 install-base: $(VENV)/.base

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from automl.controllers import list_controllers
 from automl.controllers.samplers import list_samplers
@@ -77,7 +78,9 @@ RunArg = Annotated[
 
 
 def _fail(message: str) -> None:
-    stderr.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # the message is plain text: brackets in it (pip's extras, lists of allowed values) are not
+    # rich's markup
+    stderr.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(2)
 
 

@@ -418,6 +418,19 @@ def test_bad_search_input_is_one_message_and_exit_2(
     assert _digest(inputs) == before
 
 
+def test_an_nni_criterion_without_the_extra_is_one_message_and_exit_2(
+    tiny, teacher_cache, tmp_path, inputs, monkeypatch
+):
+    """As on a machine without `pip install '.[nni]'` (this one has it: the dev extra)."""
+    from automl.compress import _criteria
+
+    monkeypatch.setattr(_criteria, "nni_installed", lambda: False)
+    changes = {"search_space.criterion": {"type": "choice", "values": ["l2", "nni_fpgm"]}}
+    result = run_with_changes("search", teacher_cache, tmp_path, inputs, changes, [])
+    assert_refused(result, "'nni_fpgm' needs NNI, an optional extra: pip install '.[nni]'")
+    assert not (tmp_path / "run").exists()
+
+
 TEACHER_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     (
         "unknown timm model",

@@ -2,9 +2,9 @@
 
 Each gives a torch-pruning importance, and, where the scores need more than the weights, a
 `prepare` step the pruner runs first on a labelled calibration batch (gradients for Taylor,
-the diagonal of the empirical Fisher for the second-order criterion, trained L0 gates). What a
-`prepare` leaves on modules besides `.grad` is under the attribute SCORE, which
-`clear_scores` removes once the pruner has read it.
+the diagonal of the empirical Fisher for the second-order criterion, trained L0 gates, the
+metrics of NNI's pruners). What a `prepare` leaves on modules besides `.grad` is under the
+attribute SCORE, which `clear_scores` removes once the pruner has read it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from torch import nn
 from torch_pruning.pruner import function
 
 from automl.compress._l0 import train_gates
+from automl.compress._nni import INSTALL, PRUNERS, channel_scores, nni_installed
 
 # (model, inputs, labels, keep): leaves what the scores read; `keep` is the fraction of its
 # channels each module of a stage keeps (the architecture's ratio), for criteria that learn
@@ -74,15 +75,35 @@ def l0_gates(
         setattr(bn, SCORE, score)
 
 
+def nni_scores(pruner: str) -> Prepare:
+    """A `prepare` that leaves on each convolution of a stage the per-output-channel metric of
+    NNI's `pruner` (`automl.compress._nni`)."""
+
+    def prepare(
+        model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, keep: Mapping = EMPTY
+    ) -> None:
+        for module, score in channel_scores(pruner, model, keep).items():
+            setattr(module, SCORE, score)
+
+    return prepare
+
+
 def clear_scores(model: nn.Module) -> None:
     """Remove what a `prepare` left on modules besides gradients."""
     for module in model.modules():
         module.__dict__.pop(SCORE, None)
 
 
-class L0Importance(tp.importance.Importance):
-    """Per channel of a group: the mean over its BatchNorms of their gates' open probability
-    (`l0_gates`); a group without gated BatchNorms falls back to the L2 norm."""
+class ScoreImportance(tp.importance.Importance):
+    """Per channel of a group: the mean of the SCOREs a `prepare` left on the group's layers
+    whose output channels these are (BatchNorms for L0 gates, convolutions for NNI's
+    metrics); a group where no layer has one falls back to the L2 norm."""
+
+    OUTPUTS = (
+        function.prune_batchnorm_out_channels,
+        function.prune_conv_out_channels,
+        function.prune_linear_out_channels,
+    )
 
     def __init__(self) -> None:
         self.fallback = tp.importance.MagnitudeImportance(p=2)
@@ -94,7 +115,7 @@ class L0Importance(tp.importance.Importance):
         for i, (dep, idxs) in enumerate(group):
             layer, root = dep.target.module, group[i].root_idxs
             score = getattr(layer, SCORE, None)
-            if dep.handler != function.prune_batchnorm_out_channels or score is None:
+            if dep.handler not in self.OUTPUTS or score is None:
                 continue
             if any(r is None for r in root):
                 continue
@@ -151,8 +172,10 @@ _CRITERIA: dict[str, Criterion] = {
     # second order: torch-pruning's OBD scores read `.grad` as the Hessian's diagonal
     "hessian": Criterion(tp.importance.HessianImportance, prepare=fisher_diagonal),
     # Louizos et al. 2018: hard-concrete gates trained with an L0 penalty (_l0.py)
-    "l0": Criterion(L0Importance, prepare=l0_gates),
+    "l0": Criterion(ScoreImportance, prepare=l0_gates),
     "random": Criterion(tp.importance.RandomImportance),
+    # NNI 3.0's pruners' metrics (an optional extra), channels removed by torch-pruning
+    **{name: Criterion(ScoreImportance, prepare=nni_scores(cls)) for name, cls in PRUNERS.items()},
 }
 
 
@@ -168,6 +191,9 @@ def get_criterion(name: str) -> Criterion:
 
 
 def known_criterion(name: str) -> str:
-    """A pydantic validator: `name` when it is a registered criterion."""
+    """A pydantic validator: `name` when it is a registered criterion whose packages are
+    installed."""
     get_criterion(name)
+    if name in PRUNERS and not nni_installed():
+        raise ValueError(f"criterion {name!r} needs NNI, an optional extra: {INSTALL}")
     return name

@@ -3,6 +3,7 @@ the next layer, the second-order criterion the empirical Fisher."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
@@ -15,6 +16,7 @@ from automl.compress._criteria import (
     clear_scores,
     fisher_diagonal,
     get_criterion,
+    known_criterion,
 )
 from automl.compress._l0 import open_probability, sample_gate
 
@@ -120,3 +122,38 @@ def test_l0_gates_close_the_channel_nothing_reads_and_leave_the_model_as_it_was(
     assert towards.argmin() == 1 and towards[0] > 0.3 > 0.1 > gates[0]
     # the magnitude criteria keep channel 1, whose BN scale is the largest
     assert _scores(model, tp.importance.MagnitudeImportance(p=2)).argmin() != 1
+
+
+def test_nni_criteria_read_nnis_metric_per_filter_and_leave_the_model_untouched():
+    model = _conv_bn_conv()
+    params = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    conv, bn = model[0], model[1]
+    w = conv.weight.detach().flatten(1)
+    expected = {
+        "nni_l1": w.abs().sum(1),
+        "nni_l2": w.norm(dim=1),
+        "nni_fpgm": torch.cdist(w, w).sum(1),  # He et al. 2019: summed distance to the others
+    }
+    for name, metric in expected.items():
+        spec = get_criterion(name)
+        spec.prepare(model, torch.randn(2, 1, 6, 6), torch.zeros(2, dtype=torch.long), {conv: 0.5})
+        assert torch.allclose(getattr(conv, SCORE), metric, rtol=1e-5), name
+        assert not hasattr(model[3], SCORE)  # only the modules it was given
+        # the group of conv 0: its own filters (conv and BN outputs); only the conv is scored
+        assert torch.allclose(_scores(model, spec.make()), metric, rtol=1e-5), name
+        clear_scores(model)
+    # NNI wrapped a copy: same parameter objects, same values, no wrapper left behind
+    for name, (p, value) in params.items():
+        assert dict(model.named_parameters())[name] is p and torch.equal(p, value)
+    assert not any(hasattr(m, "_nni_wrapper") or "forward" in vars(m) for m in model.modules())
+    assert not hasattr(bn, SCORE)
+
+
+def test_an_nni_criterion_without_nni_says_how_to_install_it(monkeypatch):
+    from automl.compress import _criteria
+
+    assert known_criterion("nni_l1") == "nni_l1"  # installed here, with the dev extra
+    monkeypatch.setattr(_criteria, "nni_installed", lambda: False)
+    with pytest.raises(ValueError, match=r"'nni_l1' needs NNI, an optional extra: pip install"):
+        known_criterion("nni_l1")
+    assert known_criterion("l1") == "l1"  # the others do not need it
