@@ -3,6 +3,8 @@ distillation, with channel pruning and quantization in one student, and an hones
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -229,3 +231,33 @@ def test_lamp_spreads_the_cut_and_empties_no_layer():
     assert int((by_global[0] == 0).sum()) == 288  # global magnitude empties the small layer
     assert 0 < int((by_lamp[0] == 0).sum()) < 288  # LAMP keeps some of it
     assert all(int(m.sum()) >= 1 for m in by_lamp)
+
+
+@pytest.mark.parametrize("scope", ["local", "global"])
+def test_magnitude_masks_are_nnis_level_pruner_masks(scope):
+    """NNI 3.0's LevelPruner, an independent implementation of magnitude pruning (per layer, or
+    ranked across layers with a `global_group_id`), cuts the very masks this tool cuts: so
+    NNI would add nothing as the unstructured path's backend (README, NNI)."""
+    from nni.compression.pruning import LevelPruner
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 4 * 4, 10),
+    )
+    names = ["0", "2", "4"]
+    # whole counts: NNI truncates ratio x size where this tool rounds it (0.3 x 216: 64, 65)
+    ratios = [0.25, 0.5, 0.75] if scope == "local" else [0.5] * 3
+    if scope == "local":
+        config = [{"op_names": [n], "sparse_ratio": r} for n, r in zip(names, ratios, strict=True)]
+    else:
+        config = [{"op_names": names, "sparse_ratio": 0.5, "global_group_id": "all"}]
+    _, theirs = LevelPruner(copy.deepcopy(model), config).compress()
+    ours = magnitude_masks([model[int(n)].weight.detach() for n in names], ratios, scope)
+    for name, mask in zip(names, ours, strict=True):
+        assert torch.equal(theirs[name]["weight"].float(), mask), name
+    if scope == "global":  # one threshold: the layers lose different fractions
+        assert len({round(float(m.mean()), 2) for m in ours}) == 3
