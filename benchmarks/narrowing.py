@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import yaml
+from _controlled import mean_sd
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDITIONS = ("wide", "narrow")
@@ -66,10 +67,9 @@ def summarise(out: Path, seeds: list[int]) -> None:
             )
         if not rows:
             continue
-        hv = [r[0] for r in rows]
-        spread = statistics.stdev(hv) if len(hv) > 1 else 0.0
+        hv = mean_sd([r[0] for r in rows])
         print(
-            f"| {condition} ({len(rows)} seeds) | {statistics.mean(hv):.4f} ± {spread:.4f} | "
+            f"| {condition} ({len(rows)} seeds) | {hv} | "
             f"{statistics.mean(r[1] for r in rows):.1f} | "
             f"{statistics.mean(r[2] for r in rows):.4f} | "
             f"{statistics.mean(r[3] for r in rows):.0f} | "
