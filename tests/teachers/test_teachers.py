@@ -23,7 +23,7 @@ from teachers.spec import TeacherConfig
 
 def test_a_short_recipe_trains_an_accurate_teacher(tiny):
     """Six epochs on 16x16 digits: the training loop works (the shipped 30-epoch recipe's
-    accuracy is checked by benchmarks/search_quality.py, which `make search` users run)."""
+    accuracy is checked by benchmarks/end_to_end.py, which `make search` users run)."""
     teacher, data = tiny.teacher, tiny.data
     assert teacher.card.test_accuracy >= 0.95 and teacher.card.val_accuracy >= 0.95
     assert teacher.train_logits.shape == (len(data.train), 10)
