@@ -27,7 +27,8 @@ seconds, trials per CPU-hour (started trials over the search's wall time times t
 the hypervolume at a quarter, half and all of the budget, and the issue's targets: the
 default controller's median HV at least 1.10 times random's; random's final HV reached
 within 40% of the budget (per seed); early stopping with at least 2 times the trials per
-CPU-hour at 98% of the HV of the same sampler without it. `--figures` writes SVG plots of
+CPU-hour at 98% of the HV of the same sampler without it (at equal trials, and at equal
+search seconds, since the budget counts stopped trials). `--figures` writes SVG plots of
 the median HV against trials and against search seconds.
 """
 
