@@ -68,6 +68,15 @@ class Run:
     stopped: int = 0
     search_seconds: float = 0.0
     hv_pareto: float = 0.0  # pareto.json's own (linear, reference (1, 1, 1))
+    teacher_error: float = 0.0  # 1 - the teacher's validation accuracy
+
+
+def by_condition(runs: list[Run]) -> dict[str, list[Run]]:
+    """The runs grouped by condition, in the order they come."""
+    by: dict[str, list[Run]] = {}
+    for r in runs:
+        by.setdefault(r.condition, []).append(r)
+    return by
 
 
 def sweep_grid(space: dict) -> list[float]:
@@ -124,6 +133,7 @@ def read_run(path: Path, condition: str, seed: int) -> Run:
     trials = [t for t in study.trials if t.datetime_start is not None]
     start = min(t.datetime_start for t in trials)
     run = Run(condition, seed, started=len(trials), hv_pareto=pareto.hypervolume)
+    run.teacher_error = 1 - teacher.val_accuracy
     run.search_seconds = sum(s.search_seconds for s in doc.sessions)
     run.stopped = sum(t.state.name == "PRUNED" for t in trials)
     done = [t for t in trials if t.state.name == "COMPLETE" and "result" in t.user_attrs]
@@ -153,12 +163,6 @@ def hv_curve(run: Run, reference_error: float, cost: str) -> list[float]:
     return [hypervolume(pts[: i + 1], reference) for i in range(len(pts))]
 
 
-def teacher_error(path: Path) -> float:
-    from automl.run.layout import RunDir
-
-    return 1 - RunDir(path).read_pareto().teacher.val_accuracy
-
-
 def at(curve: list[float], n: int) -> float:
     """The hypervolume after `n` trained trials (the last one when fewer trained)."""
     return curve[min(n, len(curve)) - 1] if curve and n > 0 else 0.0
@@ -172,9 +176,7 @@ def at_seconds(run: Run, curve: list[float], seconds: float) -> float:
 
 def summarise(runs: list[Run], reference_error: float, budget: int, default: str) -> None:
     cores = os.cpu_count() or 1
-    by: dict[str, list[Run]] = {}
-    for r in runs:
-        by.setdefault(r.condition, []).append(r)
+    by = by_condition(runs)
     curves = {
         (r.condition, r.seed, cost): hv_curve(r, reference_error, cost)
         for r in runs
@@ -204,10 +206,10 @@ def summarise(runs: list[Run], reference_error: float, budget: int, default: str
             f"{statistics.median(r.search_seconds for r in rs):.0f} | "
             f"{statistics.median(per_hour):.0f} | {marks} |"
         )
-    targets(by, curves, budget, default, cores)
+    targets(by, curves, budget, default)
 
 
-def targets(by, curves, budget: int, default: str, cores: int) -> None:
+def targets(by, curves, budget: int, default: str) -> None:
     def final(r: Run, cost: str = "macs") -> float:
         c = curves[(r.condition, r.seed, cost)]
         return c[-1] if c else 0.0
@@ -292,9 +294,7 @@ def svg(series: dict[str, list[tuple[float, float]]], xlabel: str, title: str) -
 
 
 def figures(runs: list[Run], reference_error: float, folder: Path, name: str) -> None:
-    by: dict[str, list[Run]] = {}
-    for r in runs:
-        by.setdefault(r.condition, []).append(r)
+    by = by_condition(runs)
     per_trial, per_second = {}, {}
     for condition, rs in by.items():
         curves = [hv_curve(r, reference_error, "macs") for r in rs]
@@ -357,8 +357,7 @@ def main() -> int:
     if not runs:
         print("no finished runs")
         return 1
-    reference_error = teacher_error(args.out / f"{runs[0].condition}_{runs[0].seed}")
-    reference_error += args.margin
+    reference_error = runs[0].teacher_error + args.margin
     name = args.config.stem
     print(f"{name}: budget {args.budget}, seeds {args.seeds}, runs in {args.out}")
     summarise(runs, reference_error, args.budget, default)
