@@ -28,13 +28,14 @@ activations and leaves the export to calibrate.
   gradient's magnitude, which the paper's gradient scale 1/sqrt(N qmax) was for under SGD).
 The learned step lives only while the student trains: the deployed weight is the codes times
 the step, and the int8 export recovers that scale from the weight itself
-(`automl.deploy.onnx.code_scales`).
+(`code_scales`), as does the packed file.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import nn
@@ -203,3 +204,33 @@ class LearnedStep(nn.Module):
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         self.started = True
         super()._load_from_state_dict(*args, **kwargs)
+
+
+def code_scales(weight: np.ndarray, bits: int, tolerance: float = 1e-3) -> np.ndarray | None:
+    """Per output channel of a fake-quantized `weight` (batch norm folded in or not), a scale
+    at which every value is an integer code of magnitude at most 2^(bits-1) - 1, so int8 holds
+    exactly what was trained; None when a channel has none (the weight was not quantized).
+
+    A channel trained at step s with largest code M is (codes) * s times one folding factor,
+    so the scale max|w| / M fits. M is the bit-width's maximum under min-max scales and may be
+    less under learned ones; it is searched from the maximum down, at up to 8 bits (at more,
+    only the maximum is tried: a search over 2^15 codes costs minutes, and a scale recomputed
+    from the largest value moves a weight by under half a step of 1/2^15). Any fitting scale
+    gives the same dequantized weights. A wrong one leaves codes at least 1/M from an integer,
+    far above float32's error, so `tolerance` (in codes) cannot accept it."""
+    qmax = 2 ** (bits - 1) - 1
+    lowest = 1 if bits <= 8 else qmax
+    flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    largest = np.abs(flat).max(axis=1)
+    scales = np.ones(len(flat))
+    todo = largest > 0
+    for top in range(qmax, lowest - 1, -1):
+        if not todo.any():
+            break
+        rows = np.flatnonzero(todo)
+        step = largest[rows] / top
+        codes = flat[rows] / step[:, None]
+        fits = np.abs(codes - np.rint(codes)).max(axis=1) <= tolerance
+        scales[rows[fits]] = step[fits]
+        todo[rows[fits]] = False
+    return None if todo.any() else scales

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from automl.compress._act_quant import activation_quant_off, input_quant
-from automl.compress.weight_quant import WEIGHT_BITS
+from automl.compress.weight_quant import WEIGHT_BITS, code_scales
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -157,33 +157,6 @@ def trained_overrides(
                     for s in scales
                 ]
     return overrides
-
-
-def code_scales(weight: np.ndarray, bits: int, tolerance: float = 1e-3) -> np.ndarray | None:
-    """Per output channel of a fake-quantized `weight` (batch norm folded in or not), a scale
-    at which every value is an integer code of magnitude at most 2^(bits-1) - 1, so int8 holds
-    exactly what was trained; None when a channel has none (the weight was not quantized).
-
-    A channel trained at step s with largest code M is (codes) * s times one folding factor,
-    so the scale max|w| / M fits. M is the bit-width's maximum under min-max scales and may be
-    less under learned ones; it is searched from the maximum down. Any fitting scale gives the
-    same dequantized weights. A wrong one leaves codes at least 1/M from an integer, far
-    above float32's error, so `tolerance` (in codes) cannot accept it."""
-    qmax = 2 ** (bits - 1) - 1
-    flat = weight.reshape(weight.shape[0], -1).astype(np.float64)
-    largest = np.abs(flat).max(axis=1)
-    scales = np.ones(len(flat))
-    todo = largest > 0
-    for top in range(qmax, 0, -1):
-        if not todo.any():
-            break
-        rows = np.flatnonzero(todo)
-        step = largest[rows] / top
-        codes = flat[rows] / step[:, None]
-        fits = np.abs(codes - np.rint(codes)).max(axis=1) <= tolerance
-        scales[rows[fits]] = step[fits]
-        todo[rows[fits]] = False
-    return None if todo.any() else scales
 
 
 # ONNX Runtime quantizes these ops' output with their input's scale and zero point; each keeps

@@ -29,6 +29,7 @@ from torch import nn
 
 from automl.compress import Student, techniques_in_order
 from automl.compress._base import TensorCost, index_bits
+from automl.compress.weight_quant import code_scales
 from automl.stages import Stage
 from automl.student.build import tensor_costs
 from automl.student.files import fill_state, skeleton
@@ -152,9 +153,14 @@ def _decode(
 
 
 def _scales(weights: torch.Tensor, bits: int) -> torch.Tensor:
-    """One scale per output channel, max |w| / (2**(bits-1) - 1): for a weight fake-quantized
-    at `bits` (`weight_quant`), the scale it was quantized with, so its codes come back exactly."""
+    """One scale per output channel: for a weight fake-quantized at `bits` (`weight_quant`), one
+    at which its values are integer codes (`code_scales`: min-max scales, and learned ones whose
+    largest code is below the maximum), so its codes come back exactly; else max |w| /
+    (2**(bits-1) - 1)."""
     rows = weights.reshape(weights.shape[0], -1) if weights.dim() else weights.reshape(1, 1)
+    fitted = code_scales(rows.numpy(), bits)
+    if fitted is not None:
+        return torch.from_numpy(fitted).float()
     return rows.abs().amax(dim=1) / (2 ** (bits - 1) - 1)
 
 

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from automl.compress.weight_quant import LearnedStep, fake_quantize, minmax_scale
-from automl.deploy.onnx import code_scales
+from automl.compress.weight_quant import LearnedStep, code_scales, fake_quantize, minmax_scale
 
 
 @pytest.mark.parametrize("bits", [2, 4, 6, 8])
