@@ -33,7 +33,8 @@ from automl.stages import Stage
 from automl.student.build import (
     build_student,
     deploy_form,
-    fold,
+    deployed_copy,
+    finish_student,
     packed_size_bytes,
     training_hooks,
 )
@@ -257,8 +258,7 @@ def run_trial(
     student = ctx.build(arch)
     model = student.model
     moving = training_hooks(student, arch)
-    deployed = copy.deepcopy(model).eval()
-    fold(deployed)
+    deployed = deployed_copy(student, arch)
     int8 = onnx_format(deploy_form(arch)) == "int8"
     lat = search_latency_ms(deployed, int8, data, ctx.latency)
     macs, params = macs_and_params(deployed.cpu(), data.example_input(1))
@@ -306,9 +306,10 @@ def run_trial(
     finally:
         loss.close()
     train_seconds = time.perf_counter() - start
-    model = model.cpu().eval()
+    model.cpu()
+    finish_student(student, arch)
+    model = student.model
     size = packed_size_bytes(student, arch)
-    fold(model)
     val_acc = accuracy(model, data.val, ctx.device)
     if not math.isfinite(val_acc):
         raise NonFiniteLoss("validation accuracy is not finite")

@@ -14,7 +14,6 @@ measurement takes per student (median).
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ def main() -> int:
     from automl.config import load_config
     from automl.experiment import prepare
     from automl.measure import macs_and_params
-    from automl.student.build import deploy_form, fold
+    from automl.student.build import deploy_form, deployed_copy
     from automl.trial import search_latency_ms
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -50,9 +49,7 @@ def main() -> int:
     rows = []
     for _ in range(args.students):
         arch = space.sample(study.ask())
-        student = ctx.build(arch).model
-        deployed = copy.deepcopy(student).eval()
-        fold(deployed)
+        deployed = deployed_copy(ctx.build(arch), arch)
         int8 = onnx_format(deploy_form(arch)) == "int8"
         t0 = time.perf_counter()
         onnx_ms = search_latency_ms(deployed, int8, exp.data, onnx_cfg)

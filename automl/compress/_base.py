@@ -24,15 +24,19 @@ A technique is a subclass of `Technique` decorated with `register_technique`:
   after every optimizer step of the student's distillation (step counts from 1), for a
   technique whose compression moves while the student trains (an iterative sparsity
   schedule, dynamic sparse training).
+- `finish(student, params)`: after the student's training (and on a copy before it, for the
+  deployed shapes that latency and MACs are measured on), what a technique left until the
+  end: channels an iterative schedule masked are removed physically. It may `fold` the
+  model (folding is idempotent); the builder folds what is left afterwards.
 - `deploy_form(params)`: what the deployed ONNX form must keep.
 - `describe(params)`: short labelled values for the report and the model card.
 - `ladder(stages)`: settings from the mildest to the strongest compression; the contract suite
   checks that the packed size never rises along it, and falls, unless `compresses` is False
   (a technique that changes how a student starts or trains, not what it stores: `init`).
 
-`stage_range`, `restore`, `account` and `during_training` default to nothing, which fits a
-technique whose result a state dict holds, whose tensors are stored dense at fp32 and which
-does not move during training; the rest must be written.
+`stage_range`, `restore`, `account`, `during_training` and `finish` default to nothing, which
+fits a technique whose result a state dict holds, whose tensors are stored dense at fp32 and
+which does not move during training; the rest must be written.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from torch import nn
+from torch.nn.utils import parametrize
 
 if TYPE_CHECKING:
     from automl.stages import Stage
@@ -81,11 +86,15 @@ class Student:
     `replays`: a technique that changes the structure appends a function that makes the same
     change to another teacher-shaped model (the same blocks dropped, the same channels
     removed), so that weights from elsewhere (the teacher early in its training, a fresh
-    initialisation) can be given to the student, tensor by tensor."""
+    initialisation) can be given to the student, tensor by tensor.
+
+    `context`: what it was built with, for a technique that changes it again later (a
+    schedule that scores channels on the calibration batch while the student trains)."""
 
     model: nn.Module
     stages: list[Stage]
     replays: list[Callable[[nn.Module], None]] = field(default_factory=list)
+    context: BuildContext | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,9 @@ class Technique(ABC):
     def during_training(self, student: Student, params: Any) -> list[StepHook]:
         return []
 
+    def finish(self, student: Student, params: Any) -> None:
+        return None
+
     @abstractmethod
     def deploy_form(self, params: Any) -> DeployForm: ...
 
@@ -227,3 +239,25 @@ def index_bits(numel: int) -> int:
 
 def packed_bytes(costs: dict[str, TensorCost]) -> int:
     return math.ceil(sum(c.total_bits for c in costs.values()) / 8)
+
+
+def fold(model: nn.Module) -> None:
+    """Replace every parametrization (fake-quant, masks) by the values it gives: the deployed
+    weights, plain tensors again.
+
+    Done by hand rather than with `parametrize.remove_parametrizations`, which deletes the
+    property from the module's parametrized class; `copy.deepcopy` shares that class between
+    a model and its copy, so folding a copy would break the original."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        names = list(module.parametrizations)  # type: ignore[union-attr]
+        with torch.no_grad():
+            values = {
+                n: (getattr(module, n).detach().clone(), module.parametrizations[n].original)
+                for n in names
+            }
+        del module.parametrizations
+        module.__class__ = module.__class__.__bases__[0]  # the class it had before
+        for n, (value, original) in values.items():
+            module.register_parameter(n, nn.Parameter(value, requires_grad=original.requires_grad))

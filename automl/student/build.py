@@ -21,7 +21,7 @@ from automl.compress import (
     combine_forms,
     techniques_in_order,
 )
-from automl.compress._base import StepHook, packed_bytes
+from automl.compress._base import StepHook, fold, packed_bytes
 from automl.stages import Stage
 from search_spaces import Architecture
 
@@ -41,8 +41,8 @@ def build_student(
     model = copy.deepcopy(teacher).cpu().eval()
     for p in model.parameters():
         p.requires_grad_(True)
-    student = Student(model, stages)
     ctx = BuildContext(calibration, teacher, rewind)
+    student = Student(model, stages, context=ctx)
     for technique in techniques_in_order(arch.techniques):
         technique.apply(student, arch.params(technique.name), ctx)
     return student
@@ -55,26 +55,22 @@ def restore_structure(model: nn.Module, stages: list[Stage], arch: Architecture)
         technique.restore(model, stages, arch.params(technique.name))
 
 
-def fold(model: nn.Module) -> None:
-    """Replace every parametrization (fake-quant, masks) by the values it gives: the deployed
-    weights, plain tensors again.
+def finish_student(student: Student, arch: Architecture) -> None:
+    """Turn a student into its deployed form in place: each technique's `finish` (what it
+    left until after training: masked channels removed), then every parametrization folded
+    into plain weights. A trained student's packed size is measured on this form."""
+    for technique in techniques_in_order(arch.techniques):
+        technique.finish(student, arch.params(technique.name))
+    fold(student.model)
+    student.model.eval()
 
-    Done by hand rather than with `parametrize.remove_parametrizations`, which deletes the
-    property from the module's parametrized class; `copy.deepcopy` shares that class between
-    a model and its copy, so folding a copy would break the original."""
-    for module in list(model.modules()):
-        if not parametrize.is_parametrized(module):
-            continue
-        names = list(module.parametrizations)  # type: ignore[union-attr]
-        with torch.no_grad():
-            values = {
-                n: (getattr(module, n).detach().clone(), module.parametrizations[n].original)
-                for n in names
-            }
-        del module.parametrizations
-        module.__class__ = module.__class__.__bases__[0]  # the class it had before
-        for n, (value, original) in values.items():
-            module.register_parameter(n, nn.Parameter(value, requires_grad=original.requires_grad))
+
+def deployed_copy(student: Student, arch: Architecture) -> nn.Module:
+    """The student's deployed form as it stands, on a copy: before training, it has the final
+    shapes (what latency and MACs are measured on) with the weights of the moment."""
+    twin = Student(copy.deepcopy(student.model).eval(), student.stages, context=student.context)
+    finish_student(twin, arch)
+    return twin.model
 
 
 def tensor_costs(model: nn.Module) -> dict[str, TensorCost]:

@@ -72,13 +72,15 @@ def test_documents_of_format_1_are_upgraded_when_read():
     assert run.config.teacher.model == "mobilenetv3_small_050"
     raw = json.loads((LEGACY / "pareto.json").read_text())["front"][0]["architecture"]
     member = pareto.front[0]
-    # the flat form, read back into techniques; act_bits, quantizer, block_choice and
-    # kd_feature_weight came later, and old students have fp32 activations, min-max
-    # scales, their last blocks cut and logits-only distillation
+    # the flat form, read back into techniques; act_bits, quantizer, block_choice,
+    # channel_schedule and kd_feature_weight came later, and old students have fp32
+    # activations, min-max scales, their last blocks cut, channels removed before training
+    # and logits-only distillation
     later = {
         "act_bits": 32,
         "quantizer": "minmax",
         "block_choice": "last",
+        "channel_schedule": "one_shot",
         "kd_feature_weight": 0.0,
     }
     assert member.architecture.flat() == {**raw, **later}
