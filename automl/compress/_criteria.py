@@ -82,7 +82,7 @@ def nni_scores(pruner: str) -> Prepare:
     def prepare(
         model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, keep: Mapping = EMPTY
     ) -> None:
-        for module, score in channel_scores(pruner, model, keep).items():
+        for module, score in channel_scores(pruner, model, keep, (inputs, labels)).items():
             setattr(module, SCORE, score)
 
     return prepare

@@ -3,6 +3,8 @@ the next layer, the second-order criterion the empirical Fisher."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from automl.compress._criteria import (
     known_criterion,
 )
 from automl.compress._l0 import open_probability, sample_gate
+from automl.compress._nni import TAYLOR_STEPS
 
 
 def _conv_bn_conv() -> nn.Sequential:
@@ -147,6 +150,36 @@ def test_nni_criteria_read_nnis_metric_per_filter_and_leave_the_model_untouched(
         assert dict(model.named_parameters())[name] is p and torch.equal(p, value)
     assert not any(hasattr(m, "_nni_wrapper") or "forward" in vars(m) for m in model.modules())
     assert not hasattr(bn, SCORE)
+
+
+def test_nni_taylor_scores_each_filter_by_nnis_squared_first_order_term():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    conv = model[0]
+    params = {name: (p, p.detach().clone()) for name, p in model.named_parameters()}
+    # by hand: NNI's loop trains (batch statistics) on TAYLOR_STEPS mini-batches and averages
+    # (w x dL/dw)^2 over them; the metric is its L1 norm per filter
+    twin = copy.deepcopy(model).train()
+    total = torch.zeros_like(conv.weight)
+    for xs, ys in zip(x.chunk(TAYLOR_STEPS), y.chunk(TAYLOR_STEPS), strict=True):
+        twin.zero_grad()
+        F.cross_entropy(twin(xs), ys).backward()
+        total += (twin[0].weight * twin[0].weight.grad).detach() ** 2
+    expected = (total / TAYLOR_STEPS).flatten(1).sum(1)
+    get_criterion("nni_taylor").prepare(model, x, y, {conv: 0.5})
+    assert torch.allclose(getattr(conv, SCORE), expected, rtol=1e-4)
+    assert len(set(expected.tolist())) == 4  # the filters are told apart
+    for name, (p, value) in params.items():  # NNI trained a copy, at a learning rate of 0
+        assert dict(model.named_parameters())[name] is p and torch.equal(p, value)
+    assert model[1].training is False and not hasattr(model[1], SCORE)
 
 
 def test_an_nni_criterion_without_nni_says_how_to_install_it(monkeypatch):
