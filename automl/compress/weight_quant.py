@@ -214,8 +214,8 @@ def code_scales(weight: np.ndarray, bits: int, tolerance: float = 1e-3) -> np.nd
     A channel trained at step s with largest code M is (codes) * s times one folding factor,
     so the scale max|w| / M fits. M is the bit-width's maximum under min-max scales and may be
     less under learned ones; it is searched from the maximum down, at up to 8 bits (at more,
-    only the maximum is tried: a search over 2^15 codes costs minutes, and a scale recomputed
-    from the largest value moves a weight by under half a step of 1/2^15). Any fitting scale
+    only the maximum is tried: a search over 2^15 codes costs minutes, and rounding again to
+    the min-max scale moves a 16-bit weight by at most max|w| / 65534). Any fitting scale
     gives the same dequantized weights. A wrong one leaves codes at least 1/M from an integer,
     far above float32's error, so `tolerance` (in codes) cannot accept it."""
     qmax = 2 ** (bits - 1) - 1
