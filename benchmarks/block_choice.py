@@ -10,7 +10,8 @@ resnet18 has one droppable block per stage, so the choice needs a deeper teacher
 one (resnet34: stages of 3, 4, 6 and 3 blocks). One architecture (`--blocks` per stage,
 `--keep` of every stage's channels by l2, fp32 weights), the config's teacher from its cache,
 the same images, epochs and distillation for every condition, run interleaved per seed
-(benchmarks/_controlled.py). The blocks each choice dropped are printed first.
+(benchmarks/_controlled.py). The blocks each choice drops are printed first, with the
+teacher's validation accuracy without them (before any training).
 """
 
 from __future__ import annotations
@@ -40,20 +41,28 @@ def architecture(blocks: list[int], keep: float, choice: str):
     )
 
 
-def dropped_blocks(exp, blocks: list[int]) -> dict[str, list[str]]:
-    """The blocks each choice drops from the teacher, as 'stage.index'."""
+def show_dropped(exp, blocks: list[int]) -> None:
+    """Print the blocks each choice drops from the teacher ('stage.index') and the validation
+    accuracy of the teacher without them, before any training."""
     import copy
 
     from automl.compress.depth import least_important_blocks
+    from automl.stages import drop_blocks
+    from automl.training import accuracy
 
     images = exp.data.example_input(64)  # the calibration batch of every trial
-    out = {"last": [f"{b.seq_path}.{b.index}" for s, k in zip(exp.stages, blocks, strict=True)
-                    for b in s.blocks_to_drop(k)]}  # fmt: skip
-    for choice in CHOICES[1:]:
+    for choice in CHOICES:
         model = copy.deepcopy(exp.teacher.model)
-        chosen = least_important_blocks(model, exp.stages, blocks, choice, images)
-        out[choice] = sorted(f"{b.seq_path}.{b.index}" for b in chosen)
-    return out
+        if choice == "last":
+            chosen = [
+                b for s, k in zip(exp.stages, blocks, strict=True) for b in s.blocks_to_drop(k)
+            ]
+        else:
+            chosen = least_important_blocks(model, exp.stages, blocks, choice, images)
+        drop_blocks(model, chosen)
+        names = ", ".join(sorted(f"{b.seq_path}.{b.index}" for b in chosen))
+        val = accuracy(model, exp.data.val, exp.device)
+        print(f"{choice:12s} drops {names}; the teacher without them: val {val:.4f}", flush=True)
 
 
 def main() -> int:
@@ -66,8 +75,7 @@ def main() -> int:
     exp = experiment(args)
     if len(args.blocks) != len(exp.stages):
         parser.error(f"--blocks needs {len(exp.stages)} values, one per stage of the teacher")
-    for choice, names in dropped_blocks(exp, args.blocks).items():
-        print(f"{choice:12s} drops {', '.join(names)}")
+    show_dropped(exp, args.blocks)
     compare(
         exp,
         args,
