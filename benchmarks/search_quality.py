@@ -7,7 +7,8 @@ equal budget and seeds (issue: a search that beats its peers, items 3 and 5).
     python benchmarks/search_quality.py --summarise --out DIR [--figures DIR]   # tables again
 
 A condition is a sampler (`search.sampler`), optionally with `+EARLY_STOP`
-(`search.early_stop`), or `sweep`: what a user does by hand with torch-pruning and
+(`search.early_stop`) and `@BUDGET` (its own budget, e.g. `tpe+mo_asha@84`: early stopping
+given the seconds its control spends), or `sweep`: what a user does by hand with torch-pruning and
 distillation, every stage at one channel fraction (the config's grid), all blocks, l1
 channels, float32 or int8 weights, temperature 4 and alpha 0.7, the same training. Each run is
 a `cli.py search` of the config without its queued trials and without finalize, `--budget`
@@ -89,10 +90,13 @@ def sweep_grid(space: dict) -> list[float]:
 
 
 def write_config(config: Path, condition: str, budget: int, out: Path) -> Path:
+    condition, _, own_budget = condition.partition("@")
     raw = yaml.safe_load(config.read_text())
     raw["search"].pop("enqueue", None)
-    raw["search"].update(finalize=False, budget=budget, early_stop="none")
-    raw["name"] = f"{raw['name']}_{condition.replace('+', '_')}"
+    raw["search"].update(finalize=False, budget=int(own_budget or budget), early_stop="none")
+    raw["name"] = f"{raw['name']}_{condition.replace('+', '_')}" + (
+        f"_budget{own_budget}" if own_budget else ""
+    )
     if condition == "sweep":
         space = raw["search_space"]
         grid = sweep_grid(space)
@@ -245,14 +249,18 @@ def targets(by, curves, budget: int, default: str) -> None:
         )
         quality = statistics.median(final(r) / final(c) for r, c in pairs)
         verdict = "pass" if speed >= 2 and quality >= 0.98 else "FAIL"
+        own = condition.partition("@")[2]
+        when = f"its {own} trials against {budget}" if own else "equal trials"
         print(f"[{verdict}] {condition}: {speed:.2f}x the trials per CPU-hour of {sampler}, at "
-              f"{100 * quality:.1f}% of its HV (MACs) (>= 2x at >= 98%)")  # fmt: skip
-        # the budget counts stopped trials, so a run with early stopping ends sooner: its
-        # hypervolume against the control's after as many search seconds
-        timed = [
-            final(r) / at_seconds(c, curves[(c.condition, c.seed, "macs")], r.seconds[-1])
-            for r, c in pairs
-        ]
+              f"{100 * quality:.1f}% of its HV (MACs) ({when}; >= 2x at >= 98%)")  # fmt: skip
+        # the budget counts stopped trials, so a run with early stopping ends sooner (unless
+        # given a budget of its own): both hypervolumes after the seconds the shorter one took
+        timed = []
+        for r, c in pairs:
+            seconds = min(r.seconds[-1], c.seconds[-1])
+            hv_r = at_seconds(r, curves[(r.condition, r.seed, "macs")], seconds)
+            hv_c = at_seconds(c, curves[(c.condition, c.seed, "macs")], seconds)
+            timed.append(hv_r / hv_c if hv_c > 0 else math.inf)
         print(f"       at equal search seconds: {100 * statistics.median(timed):.1f}% of "
               f"{sampler}'s HV (MACs) [{', '.join(f'{100 * t:.0f}%' for t in timed)}]")  # fmt: skip
 
