@@ -46,19 +46,14 @@ def show_dropped(exp, blocks: list[int]) -> None:
     accuracy of the teacher without them, before any training."""
     import copy
 
-    from automl.compress.depth import least_important_blocks
+    from automl.compress.depth import blocks_to_drop
     from automl.stages import drop_blocks
     from automl.training import accuracy
 
     images = exp.data.example_input(64)  # the calibration batch of every trial
     for choice in CHOICES:
         model = copy.deepcopy(exp.teacher.model)
-        if choice == "last":
-            chosen = [
-                b for s, k in zip(exp.stages, blocks, strict=True) for b in s.blocks_to_drop(k)
-            ]
-        else:
-            chosen = least_important_blocks(model, exp.stages, blocks, choice, images)
+        chosen = blocks_to_drop(model, exp.stages, blocks, choice, images)
         drop_blocks(model, chosen)
         names = ", ".join(sorted(f"{b.seq_path}.{b.index}" for b in chosen))
         val = accuracy(model, exp.data.val, exp.device)

@@ -7,13 +7,13 @@ equal budget and seeds (issue: a search that beats its peers, items 3 and 5).
     python benchmarks/search_quality.py --summarise --out DIR [--figures DIR]   # tables again
 
 A condition is a sampler (`search.sampler`), optionally with `+EARLY_STOP`
-(`search.early_stop`) and `@BUDGET` (its own budget, e.g. `tpe+mo_asha@84`: early stopping
-given the seconds its control spends), or `sweep`: what a user does by hand with torch-pruning and
-distillation, every stage at one channel fraction (the config's grid), all blocks, l1
-channels, float32 or int8 weights, temperature 4 and alpha 0.7, the same training. Each run is
-a `cli.py search` of the config without its queued trials and without finalize, `--budget`
-trained trials (the sweep: its grid), in `--out/CONDITION_SEED`; a run already complete there
-is scored, not rerun, so a benchmark can be resumed or extended.
+(`search.early_stop`) and `@BUDGET` (its own budget, e.g. `tpe+mo_asha@90`: early stopping
+given about the seconds its control spends), or `sweep`: what a user does by hand with
+torch-pruning and distillation, every stage at one channel fraction (the config's grid), all
+blocks, l1 channels, float32 or int8 weights, temperature 4 and alpha 0.7, the same training.
+Each run is a `cli.py search` of the config without its queued trials and without finalize,
+`--budget` trained trials (the sweep: its grid), in `--out/CONDITION_SEED`; a run already
+complete there is scored, not rerun, so a benchmark can be resumed or extended.
 
 Scoring: one hypervolume with one fixed reference point for every run of a config, over the
 trials each run trained. The axes are the validation error and log10 of MACs (noise-free) or

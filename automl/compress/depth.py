@@ -65,16 +65,9 @@ class Depth(Technique):
 
     def apply(self, student: Student, params: DepthParams, ctx: BuildContext) -> None:
         _check_stage_count(student.stages, params)
-        if params.block_choice == "last":
-            dropped = _last_blocks(student.stages, params.blocks)
-        else:
-            dropped = least_important_blocks(
-                student.model,
-                student.stages,
-                params.blocks,
-                params.block_choice,
-                ctx.calibration[0],
-            )
+        dropped = blocks_to_drop(
+            student.model, student.stages, params.blocks, params.block_choice, ctx.calibration[0]
+        )
         drop_blocks(student.model, dropped)
         student.replays.append(lambda model: drop_blocks(model, dropped))
 
@@ -96,6 +89,20 @@ class Depth(Technique):
             DepthParams(blocks=[s.num_blocks for s in stages]),
             DepthParams(blocks=[s.min_blocks for s in stages], block_choice="norm"),
         ]
+
+
+def blocks_to_drop(
+    model: nn.Module,
+    stages: list[Stage],
+    keep: list[int],
+    choice: str,
+    images: torch.Tensor,
+) -> list[Block]:
+    """The blocks `choice` (`last`, `norm` or `sensitivity`, module docstring) drops so that
+    stage i keeps `keep[i]` blocks; `images` score them for the last two."""
+    if choice == "last":
+        return _last_blocks(stages, keep)
+    return least_important_blocks(model, stages, keep, choice, images)
 
 
 def least_important_blocks(
