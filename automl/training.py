@@ -154,10 +154,19 @@ class BankViews:
         self.dy = torch.stack([v.dy for v in bank.views])  # (K, N)
         self.dx = torch.stack([v.dx for v in bank.views])
         self.flip = torch.stack([v.flip for v in bank.views])
+        erased = all(v.erase is not None and v.noise is not None for v in bank.views)
+        self.erase = torch.stack([v.erase for v in bank.views]) if erased else None  # (K, N, 4)
+        self.noise = torch.stack([v.noise for v in bank.views]) if erased else None
 
     def __call__(self, x, idx, generator):
         view = torch.randint(0, self.count, (len(idx),), generator=generator)
-        chosen = Views(self.dy[view, idx], self.dx[view, idx], self.flip[view, idx])
+        chosen = Views(
+            self.dy[view, idx],
+            self.dx[view, idx],
+            self.flip[view, idx],
+            None if self.erase is None else self.erase[view, idx],
+            None if self.noise is None else self.noise[view, idx],
+        )
         return apply_views(x, chosen, self.padding, self.fill), view
 
 

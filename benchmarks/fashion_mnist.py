@@ -53,16 +53,30 @@ def best(front: list[dict], fits) -> dict | None:
     return max(chosen, key=lambda m: m["val_accuracy"]) if chosen else None
 
 
+def teacher_training_seconds(run: dict, fingerprint: str) -> float | None:
+    """How long the run's teacher took to train on first use, from its cache card (None when
+    the card is gone or the teacher was loaded from a checkpoint without training)."""
+    from teachers.cache import cache_path, read_card
+    from teachers.spec import TeacherConfig
+
+    card = read_card(
+        cache_path(TeacherConfig.model_validate(run["config"]["teacher"]), fingerprint)
+    )
+    return card.train_seconds if card is not None and card.fingerprint == fingerprint else None
+
+
 def summarise(run_dir: Path) -> int:
     run = json.loads((run_dir / "run.json").read_text())
     pareto = json.loads((run_dir / "pareto.json").read_text())
     teacher, front, done = pareto["teacher"], pareto["front"], pareto.get("finalized")
     sessions = run["sessions"]
+    trained = teacher_training_seconds(run, teacher["fingerprint"])
     print(f"run {run_dir}: device {run['device']}, {len(front)} front models")
     print(
-        f"wall: teacher {sum(s['teacher_seconds'] for s in sessions):.0f} s, search "
-        f"{sum(s['search_seconds'] for s in sessions):.0f} s, finalize "
-        f"{done['seconds'] if done else 0:.0f} s"
+        f"wall: teacher training {'unknown' if trained is None else f'{trained:.0f} s'} (once "
+        f"per data split and recipe; {sum(s['teacher_seconds'] for s in sessions):.0f} s in the "
+        f"search's sessions), search {sum(s['search_seconds'] for s in sessions):.0f} s, "
+        f"finalize {done['seconds'] if done else 0:.0f} s"
     )
     if done:
         print(
@@ -109,10 +123,10 @@ def summarise(run_dir: Path) -> int:
     for name, acc, source in sorted(rows, key=lambda r: -r[1]):
         print(f"| {name} | {acc:.4f} | {source} |")
     search_s = sum(s["search_seconds"] for s in sessions) + (done["seconds"] if done else 0)
+    whole = search_s + (trained or 0.0)
     checks = {
-        "search and finalize within 90 minutes (the teacher is trained once and cached)": (
-            search_s <= 90 * 60
-        ),
+        f"the whole benchmark within 90 minutes, teacher training included ({whole / 60:.0f} "
+        "min)": trained is not None and whole <= 90 * 60,
         "teacher >= 0.935 test accuracy": t_acc >= 0.935,
         "a front student <= 100k parameters at >= 0.925 test": bool(small)
         and small["test_accuracy"] >= 0.925,

@@ -106,7 +106,10 @@ def fingerprint(config: TeacherConfig, data: DataBundle) -> str:
         "num_classes": data.num_classes,
     }
     if data.augment.enabled:  # unaugmented teachers keep the fingerprints they had
-        payload["augment"] = data.augment.model_dump(mode="json")
+        augment = data.augment.model_dump(mode="json")
+        if not augment["erase"]:  # and so do those from before random erasing
+            del augment["erase"]
+        payload["augment"] = augment
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -85,6 +86,20 @@ def test_the_cache_keeps_one_teacher_per_fingerprint(tiny, tmp_path):
     assert fingerprint(config.teacher.model_copy(update={"small_input": True}), data) != base
     flipped = dataclasses.replace(data, augment=AugmentConfig(flip=True))
     assert fingerprint(config.teacher, flipped) != base
+    erasing = dataclasses.replace(data, augment=AugmentConfig(flip=True, erase=0.5))
+    assert fingerprint(config.teacher, erasing) != fingerprint(config.teacher, flipped)
+    # erase 0 is left out, so teachers cached before the option keep their entries
+    before = json.loads(json.dumps(config.teacher.model_dump(mode="json", exclude={"cache_dir"})))
+    del before["small_input"]
+    payload = {
+        "recipe": before,
+        "data": data.fingerprint,
+        "in_chans": data.in_chans,
+        "num_classes": data.num_classes,
+        "augment": {"crop_padding": 0, "flip": True},
+    }
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    assert fingerprint(config.teacher, flipped) == digest
     other_split = load_data(config.data.model_copy(update={"split_seed": 1}))
     assert fingerprint(config.teacher, other_split) != base
     spec = config.teacher.model_copy(update={"cache_dir": tmp_path, "epochs": 1})
