@@ -99,23 +99,12 @@ def blocks_to_drop(
     images: torch.Tensor,
 ) -> list[Block]:
     """The blocks `choice` (`last`, `norm` or `sensitivity`, module docstring) drops so that
-    stage i keeps `keep[i]` blocks; `images` score them for the last two."""
+    stage i keeps `keep[i]` blocks. `last` drops each stage's last ones; the other two drop,
+    in each stage, the droppable blocks least important by `choice`, scored on `images` with
+    `model` whole, among the sets whose removal leaves the stage's blocks in the structures
+    that dropping the last ones leaves (so `restore` rebuilds the student)."""
     if choice == "last":
         return _last_blocks(stages, keep)
-    return least_important_blocks(model, stages, keep, choice, images)
-
-
-def least_important_blocks(
-    model: nn.Module,
-    stages: list[Stage],
-    keep: list[int],
-    choice: str,
-    images: torch.Tensor,
-) -> list[Block]:
-    """The droppable blocks to drop so that stage i keeps `keep[i]` blocks: in each stage the
-    least important by `choice` (`norm` or `sensitivity`, module docstring), scored on
-    `images` with `model` whole, among the sets whose removal leaves the stage's blocks in the
-    structures that dropping the last ones leaves (so `restore` rebuilds the student)."""
     dropping = [(stage, stage.num_blocks - k) for stage, k in zip(stages, keep, strict=True)]
     dropping = [(stage, n) for stage, n in dropping if n > 0]
     candidates = [b for stage, n in dropping for b in stage.blocks if b.removable]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from automl.compress.depth import DepthParams, _branch_norms, least_important_blocks
+from automl.compress.depth import DepthParams, _branch_norms, blocks_to_drop
 from automl.stages import find_stages
 from automl.student.build import build_student, fold
 from automl.student.files import load_student, save_student
@@ -89,7 +89,7 @@ def test_where_blocks_differ_only_sets_that_keep_the_skeleton_are_chosen(tmp_pat
     keep = [s.num_blocks for s in stages]
     keep[2] -= 1
     x = torch.randn(8, 1, *SIZE)
-    dropped = least_important_blocks(model, stages, keep, "norm", x)
+    dropped = blocks_to_drop(model, stages, keep, "norm", x)
     assert len(dropped) == 1 and dropped[0].index in (3, 4, 5)
     # the least-changing of those that may go
     layer3 = [b for b in stages[2].blocks if b.index in (3, 4, 5)]
