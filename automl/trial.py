@@ -22,7 +22,7 @@ from automl.data import DataBundle
 from automl.deploy.onnx import onnx_latency_ms
 from automl.early_stop import EpochReport
 from automl.feature_kd import (
-    FeatureBank,
+    FeatureBanks,
     FeatureHints,
     OnlineTeacher,
     feature_bank,
@@ -128,9 +128,9 @@ class TrialContext:
     subset: torch.Tensor | None = None
     rewind: dict[str, torch.Tensor] | None = None  # the teacher's early weights (`init`)
     limits: Limits = field(default_factory=Limits)  # checked before training where they can be
-    # the teacher's stage outputs on the training pool, made on first need; not copied by
-    # `dataclasses.replace`, as another subset needs its own
-    _features: FeatureBank | None = field(default=None, init=False, repr=False, compare=False)
+    # the teacher's stage outputs, made on first need and shared with the contexts that
+    # `dataclasses.replace` derives (finalize's, one per retrained model)
+    feature_banks: FeatureBanks = field(default_factory=FeatureBanks, repr=False, compare=False)
 
     def augmenter(self) -> Augmenter | None:
         """How a student's batches are augmented: views of the bank, fresh ones when online,
@@ -173,11 +173,16 @@ class TrialContext:
             return StudentLoss(base)
         example = self.data.example_input(2)
         if self.augmenter() is None:
-            if self._features is None:
-                self._features = feature_bank(
+            bank = self.feature_banks.get(
+                self.teacher,
+                self.stages,
+                self.data.train,
+                self.subset,
+                lambda: feature_bank(
                     self._device_teacher(), self.stages, self.data.train, self.subset, self.device
-                )
-            targets, shapes = self._features.targets(self.device), self._features.shapes
+                ),
+            )
+            targets, shapes = bank.targets(self.device), bank.shapes
             close: Callable[[], None] = lambda: None  # noqa: E731
         else:
             online = OnlineTeacher(self._device_teacher(), self.stages)

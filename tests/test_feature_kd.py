@@ -5,15 +5,18 @@ dimension in the search space."""
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import optuna
 import pytest
 import torch
 import torch.nn.functional as F
 
+from automl import trial as trial_module
 from automl.augment import AugmentConfig
 from automl.config import validate_config
 from automl.errors import UserError
+from automl.feature_kd import feature_bank
 from automl.training import Batch
 from automl.trial import run_trial
 from search_spaces import Architecture, BoundSearchSpace, SearchSpaceConfig
@@ -125,6 +128,38 @@ def test_a_trial_with_feature_distillation_trains_its_regressors_and_deploys_the
     )  # the stage loss changed the training
     assert 0.5 < result.val_accuracy <= 1.0
     assert not any(m._forward_hooks for m in ctx.teacher.modules())
+
+
+def test_contexts_derived_by_replace_share_one_teacher_pass_per_pool(tiny, monkeypatch):
+    """Finalize derives a context per retrained model: the teacher's stage outputs on the
+    pool are computed once, a new pool or new training images get their own, and a pickled
+    context (sent to a Ray worker) carries no bank."""
+    made = []
+
+    def counted(teacher, stages, train, pool, device):
+        made.append(None if pool is None else len(pool))
+        return feature_bank(teacher, stages, train, pool, device)
+
+    monkeypatch.setattr(trial_module, "feature_bank", counted)
+    arch = make_arch(**ARCH, kd_feature_weight=1.0)
+
+    def banks_made(ctx) -> list[int | None]:
+        before = len(made)
+        ctx.student_loss(ctx.build(arch), arch).close()
+        return made[before:]
+
+    first = tiny.trial_context()
+    assert banks_made(first) == [None]
+    longer = tiny.config.training.model_copy(update={"epochs": 5})
+    assert banks_made(dataclasses.replace(first, training=longer)) == []
+    subset = torch.arange(0, len(tiny.data.train), 2)
+    assert banks_made(dataclasses.replace(first, subset=subset)) == [len(subset)]
+    assert banks_made(dataclasses.replace(first, subset=subset.clone())) == []
+    flipped = dataclasses.replace(tiny.data.train, x=tiny.data.train.x.flip(-1))
+    other = dataclasses.replace(first, data=dataclasses.replace(tiny.data, train=flipped))
+    assert banks_made(other) == [None]
+    assert len(first.feature_banks) == 3
+    assert len(pickle.loads(pickle.dumps(first.feature_banks))) == 0
 
 
 def test_the_weight_is_a_dimension_off_by_default(tiny, teacher_cache):
