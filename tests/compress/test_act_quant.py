@@ -18,9 +18,11 @@ from torch import nn
 
 from automl.compress._act_quant import (
     MOMENTUM,
+    QMAX,
     ActQuant,
     activation_quant_off,
     attach_input_quant,
+    fake_quantize,
     input_quant,
     uint8_params,
 )
@@ -77,6 +79,36 @@ def test_gradients_pass_inside_the_range_and_stop_outside():
     x = torch.tensor([-2.0, -0.5, 0.3, 2.0], requires_grad=True)
     quant.eval()(x).sum().backward()
     assert x.grad.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fake_quantize_is_torch_s_op_to_the_bit_values_and_gradients(seed):
+    """The elementwise `fake_quantize` replaces torch's fused op (5x slower on a CPU): the same
+    values to the bit, ties at half a step included, and the same gradient, over ranges that
+    leave inputs on both sides outside, in both memory orders."""
+    g = torch.Generator().manual_seed(seed)
+    quant = ActQuant()
+    low, high = sorted((torch.randn(2, generator=g) * 10 ** (seed - 1)).tolist())
+    quant.low.fill_(low)
+    quant.high.fill_(high)
+    scale, zero = quant.tensor_params()
+    spread = 1.5 * max(abs(low), abs(high), 1e-3)
+    x = (torch.rand(8, 16, 7, 7, generator=g) * 2 - 1) * spread
+    steps = torch.randint(-300, 300, (8, 16, 7, 7), generator=g)
+    x[::2] = (steps[::2] + 0.5) * scale  # exact ties, where the rounding rule shows
+    for memory in (torch.contiguous_format, torch.channels_last):
+        ours_x = x.clone().contiguous(memory_format=memory).requires_grad_()
+        torch_x = x.clone().requires_grad_()
+        ours = fake_quantize(ours_x, scale, zero)
+        want = torch.fake_quantize_per_tensor_affine(torch_x, scale, zero, 0, QMAX)
+        assert torch.equal(ours, want)
+        upstream = torch.randn(x.shape, generator=g)
+        ours.backward(upstream)
+        want.backward(upstream)
+        assert torch.equal(ours_x.grad, torch_x.grad)
+        assert 0 < int((torch_x.grad == 0).sum()) < x.numel()  # some inputs fell outside
+    with torch.no_grad():
+        assert torch.equal(fake_quantize(x, scale, zero), want.detach())
 
 
 def test_the_hook_quantizes_the_layer_s_own_input_in_copies_and_turns_off():
