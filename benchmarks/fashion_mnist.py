@@ -71,12 +71,13 @@ def summarise(run_dir: Path) -> int:
     teacher, front, done = pareto["teacher"], pareto["front"], pareto.get("finalized")
     sessions = run["sessions"]
     trained = teacher_training_seconds(run, teacher["fingerprint"])
+    searched = sum(s["search_seconds"] for s in sessions)
+    finalized = done["seconds"] if done else 0
     print(f"run {run_dir}: device {run['device']}, {len(front)} front models")
     print(
         f"wall: teacher training {'unknown' if trained is None else f'{trained:.0f} s'} (once "
         f"per data split and recipe; {sum(s['teacher_seconds'] for s in sessions):.0f} s in the "
-        f"search's sessions), search {sum(s['search_seconds'] for s in sessions):.0f} s, "
-        f"finalize {done['seconds'] if done else 0:.0f} s"
+        f"search's sessions), search {searched:.0f} s, finalize {finalized:.0f} s"
     )
     if done:
         print(
@@ -122,8 +123,7 @@ def summarise(run_dir: Path) -> int:
     print("| model | test accuracy | source |\n|---|---|---|")
     for name, acc, source in sorted(rows, key=lambda r: -r[1]):
         print(f"| {name} | {acc:.4f} | {source} |")
-    search_s = sum(s["search_seconds"] for s in sessions) + (done["seconds"] if done else 0)
-    whole = search_s + (trained or 0.0)
+    whole = searched + finalized + (trained or 0.0)
     checks = {
         f"the whole benchmark within 90 minutes, teacher training included ({whole / 60:.0f} "
         "min)": trained is not None and whole <= 90 * 60,
