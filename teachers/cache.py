@@ -26,7 +26,7 @@ from torch import nn
 
 from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
-from automl.data.bundle import Images
+from automl.data.bundle import Images, Split
 from automl.errors import UserError
 from automl.paths import file_in_the_way
 from automl.training import (
@@ -227,6 +227,9 @@ class RunningLoss:
         return mean
 
 
+PROGRESS_IMAGES = 1000
+
+
 def epoch_progress(
     model: torch.nn.Module,
     name: str,
@@ -237,19 +240,33 @@ def epoch_progress(
 ) -> Callable[[int], bool]:
     """`fit`'s `on_epoch` for the teacher: logs (INFO) each epoch's mean training loss (from
     `loss`), validation accuracy, seconds per epoch and the time left, so a long training is
-    not silent. Never stops it."""
+    not silent. Never stops it.
+
+    The accuracy is that of a random sample of `PROGRESS_IMAGES` validation images (all of
+    them when there are fewer), the same each epoch: a progress figure to within about a
+    point. Scoring all 6,000 of Fashion-MNIST took 5.5 s an epoch on 2 CPU cores, 100 s of an
+    18-epoch teacher; the card's accuracy is always the whole split's.
+    """
     start = time.perf_counter()
+    if len(val) > PROGRESS_IMAGES:
+        drawn = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))
+        idx = drawn[:PROGRESS_IMAGES].sort().values
+        sample: Images = Split(val.images(idx), val.y[idx])
+    else:
+        sample = val
+    shown = f"val accuracy ({len(sample)} images)"
 
     def on_epoch(epoch: int) -> bool:
-        val_accuracy = accuracy(model, val, device)
+        val_accuracy = accuracy(model, sample, device)
         per_epoch = (time.perf_counter() - start) / epoch
         trained = f"loss {loss.take():.4f}, " if loss is not None else ""
         log.info(
-            "teacher %s: epoch %d/%d, %sval accuracy %.4f, %.0f s per epoch, about %.0f s left",
+            "teacher %s: epoch %d/%d, %s%s %.4f, %.0f s per epoch, about %.0f s left",
             name,
             epoch,
             epochs,
             trained,
+            shown,
             val_accuracy,
             per_epoch,
             per_epoch * (epochs - epoch),

@@ -14,10 +14,18 @@ from safetensors.torch import save_file
 
 from automl.augment import AugmentConfig
 from automl.data import load_data
+from automl.data.bundle import Split
 from automl.errors import UserError
 from automl.experiment import prepare
 from automl.training import Batch, accuracy
-from teachers.cache import RunningLoss, cache_path, epoch_progress, fingerprint, get_teacher
+from teachers.cache import (
+    PROGRESS_IMAGES,
+    RunningLoss,
+    cache_path,
+    epoch_progress,
+    fingerprint,
+    get_teacher,
+)
 from teachers.load import create_teacher
 from teachers.spec import TeacherConfig
 
@@ -58,12 +66,45 @@ def test_teacher_training_reports_each_epoch(tiny, caplog):
     with caplog.at_level("INFO", logger="teachers.cache"):
         assert on_epoch(1) is False and on_epoch(2) is False
     lines = [r.getMessage() for r in caplog.records]
-    val_accuracy = tiny.teacher.card.val_accuracy
+    val_accuracy, images = tiny.teacher.card.val_accuracy, len(val)
+    assert images <= PROGRESS_IMAGES  # all of them
     assert lines[0].startswith(
-        f"teacher resnet18: epoch 1/4, loss 1.2500, val accuracy {val_accuracy:.4f}, "
+        f"teacher resnet18: epoch 1/4, loss 1.2500, val accuracy ({images} images) "
+        f"{val_accuracy:.4f}, "
     )
     assert lines[1].startswith("teacher resnet18: epoch 2/4, loss 0.0000,")  # taken, then reset
     assert lines[1].endswith(" s left")
+
+
+def test_teacher_progress_scores_a_fixed_sample_of_a_large_validation_split(caplog):
+    class Seen(torch.nn.Module):  # predicts class 0; counts the images it scores
+        def __init__(self):
+            super().__init__()
+            self.images = []
+
+        def forward(self, x):
+            self.images.append(x.flatten(1)[:, 0].clone())
+            return torch.tensor([1.0, 0.0]).expand(len(x), 2)
+
+    n = 3 * PROGRESS_IMAGES
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1)  # each image is its index
+    y = (torch.arange(n) >= n // 3).long()  # class 0: the first third
+    model = Seen()
+    on_epoch = epoch_progress(model, "m", 2, Split(x, y), torch.device("cpu"))
+    scored = []
+    with caplog.at_level("INFO", logger="teachers.cache"):
+        for epoch in (1, 2):
+            on_epoch(epoch)
+            scored.append(torch.cat(model.images))
+            model.images.clear()
+    first, second = scored
+    assert len(first) == PROGRESS_IMAGES and len(first.unique()) == PROGRESS_IMAGES
+    assert torch.equal(first, second)  # the same sample each epoch
+    assert first.max() >= 2 * PROGRESS_IMAGES  # drawn from the whole split, not its head
+    share = float((first < n // 3).float().mean())  # the sample's accuracy: its class-0 share
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"val accuracy ({PROGRESS_IMAGES} images) {share:.4f}," in lines[0]
+    assert abs(share - 1 / 3) < 0.05
 
 
 def test_cached_teacher_is_reused_without_training(tiny):
