@@ -125,7 +125,7 @@ def summarise(run_dir: Path) -> int:
         print(f"| {name} | {acc:.4f} | {source} |")
     whole = searched + finalized + (trained or 0.0)
     checks = {
-        f"the whole benchmark within 90 minutes, teacher training included ({whole / 60:.0f} "
+        f"the whole benchmark within 90 minutes, teacher training included ({whole / 60:.1f} "
         "min)": trained is not None and whole <= 90 * 60,
         "teacher >= 0.935 test accuracy": t_acc >= 0.935,
         "a front student <= 100k parameters at >= 0.925 test": bool(small)
