@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import shlex
 import sys
@@ -17,6 +16,7 @@ from rich.markup import escape
 from automl.controllers import list_controllers
 from automl.controllers.samplers import list_samplers
 from automl.paths import given_path
+from automl.progress import show_progress
 
 if TYPE_CHECKING:
     from automl.run.documents import ParetoDocument
@@ -577,20 +577,8 @@ def train(
     stdout.print_json(result.model_dump_json())
 
 
-PROGRESS_LOGGERS = ("teachers", "automl.run")  # teacher training, logits, estimate, finalize
-
-
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.setLevel(logging.WARNING)  # warnings with their source, as before
-    progress = logging.StreamHandler(sys.stderr)  # progress lines as plain text
-    progress.setFormatter(logging.Formatter("%(message)s"))
-    progress.addFilter(lambda record: record.levelno == logging.INFO)
-    for name in PROGRESS_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.addHandler(progress)
+    show_progress()
     app()
 
 

@@ -144,6 +144,10 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--summary", type=Path, help="only summarise this finished run")
     args = parser.parse_args()
+    if args.summary is None:
+        from automl.progress import show_progress
+
+        show_progress()  # the teacher's epochs and finalize's models, as `cli.py search` shows
     run_dir = args.summary or run(args.config, args.budget)
     return summarise(run_dir)
 
