@@ -213,8 +213,8 @@ def _print_finalized(done: Any) -> None:
     if done.not_retrained:
         skipped = f", {len(done.not_retrained)} more left out (training.final_models)"
     stdout.print(
-        f"finalized: {len(done.retrained)} front models retrained for {done.epochs} epochs on "
-        f"{done.train_images} images (proxy: {done.proxy_epochs} epochs on "
+        f"finalized: {len(done.retrained)} front models retrained for {done.epochs_said()} "
+        f"epochs on {done.train_images} images (proxy: {done.proxy_epochs} epochs on "
         f"{done.proxy_train_images}){skipped}; {len(done.dropped)} left the front; Kendall tau "
         f"of proxy and full validation accuracy {tau}",
         highlight=False,

@@ -80,8 +80,11 @@ def summarise(run_dir: Path) -> int:
         f"search's sessions), search {searched:.0f} s, finalize {finalized:.0f} s"
     )
     if done:
+        from automl.run.documents import Finalized
+
+        epochs_said = Finalized.model_validate(done).epochs_said()
         print(
-            f"finalize: {len(done['retrained'])} retrained for {done['epochs']} epochs on "
+            f"finalize: {len(done['retrained'])} retrained for {epochs_said} epochs on "
             f"{done['train_images']} images (proxy {done['proxy_epochs']} epochs on "
             f"{done['proxy_train_images']}); Kendall tau {done['kendall_tau']}; "
             f"left the front: {done['dropped']}; not retrained (final_models): "

@@ -128,6 +128,15 @@ class Finalized(_Doc):
     kendall_tau: float | None  # proxy vs full validation accuracy over `retrained`
     seconds: float
 
+    def epochs_said(self) -> str:
+        """The epochs the models retrained for, as a reader wants them: "3", or "3 to 10" when
+        smaller models trained longer (`epochs` alone for documents without `trial_epochs`)."""
+        low, high = (
+            min(self.trial_epochs.values(), default=self.epochs),
+            max(self.trial_epochs.values(), default=self.epochs),
+        )
+        return str(low) if low == high else f"{low} to {high}"
+
 
 class ParetoDocument(_Doc):
     format: int = FORMAT

@@ -11,7 +11,7 @@ import torch
 
 from automl.config import TrainingConfig, validate_config
 from automl.pareto import rank_correlation
-from automl.run.documents import FrontMember, ParetoDocument, read_document
+from automl.run.documents import Finalized, FrontMember, ParetoDocument, read_document
 from automl.run.finalize import (
     PROXY_PARETO,
     _searched,
@@ -184,6 +184,15 @@ def test_retraining_epochs_match_the_reference_model_s_compute_up_to_the_cap():
     assert retraining_epochs(0, 100, equal) == 15  # a model of no MACs cannot divide by zero
     assert equal.is_proxy and TrainingConfig(epochs=3, final_max_epochs=9).is_proxy
     assert not TrainingConfig(epochs=3, final_max_epochs=3).is_proxy
+
+
+def test_finalized_says_the_span_of_its_models_epochs():
+    common = dict(epochs=3, train_images=9, proxy_epochs=1, proxy_train_images=3, retrained=[1, 2])
+    done = Finalized(**common, trial_epochs={1: 3, 2: 10}, dropped=[], kendall_tau=1, seconds=1)
+    assert done.epochs_said() == "3 to 10"
+    assert done.model_copy(update={"trial_epochs": {1: 3, 2: 3}}).epochs_said() == "3"
+    before = Finalized(**common, dropped=[], kendall_tau=None, seconds=1)  # no trial_epochs
+    assert before.epochs_said() == "3"
 
 
 def test_rank_correlation():
