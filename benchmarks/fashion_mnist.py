@@ -32,8 +32,10 @@ PUBLISHED = [
 def run(config: Path, budget: int) -> Path:
     from automl.config import load_config
     from automl.experiment import prepare
+    from automl.progress import show_progress
     from automl.run.search import run_search
 
+    show_progress()  # the teacher's epochs and finalize's models, as `cli.py search` shows
     cfg = load_config(config, {"search.budget": budget})
     start = time.perf_counter()
     teacher = prepare(cfg).teacher
@@ -147,10 +149,6 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=100)
     parser.add_argument("--summary", type=Path, help="only summarise this finished run")
     args = parser.parse_args()
-    if args.summary is None:
-        from automl.progress import show_progress
-
-        show_progress()  # the teacher's epochs and finalize's models, as `cli.py search` shows
     run_dir = args.summary or run(args.config, args.budget)
     return summarise(run_dir)
 
