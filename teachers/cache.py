@@ -9,9 +9,12 @@ views per training image (`view_bank`) are cached beside the teacher they come f
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from typing import Any
 import timm
 import torch
 from pydantic import BaseModel
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -143,13 +147,53 @@ def get_teacher(
         if cached is not None:
             model, logits = cached
             return Teacher(model, card, logits, directory)
-    blocked = file_in_the_way(directory / "card.json")
-    if blocked is not None:  # found now, not after training
-        raise UserError(
-            f"teacher.cache_dir {config.cache_dir}: {blocked} is a file, so the trained "
-            "teacher could not be saved; choose another cache_dir"
-        )
+    check_writable(config.cache_dir, directory)  # found now, not after an hour of training
     return _build_and_cache(config, data, device, expected, directory)
+
+
+ENTRY_FILES = ("model.safetensors", "logits.safetensors", REWIND_FILE, "card.json")
+
+
+def check_writable(cache_dir: Path, directory: Path) -> None:
+    """Raise UserError unless a teacher can be saved in `directory`: no file stands where a
+    folder must be, no folder where a file must be, and a file can be written there (a
+    read-only mount, a full disk, a folder of another user's). Leaves no folder it made."""
+    blocked = file_in_the_way(directory / "card.json")
+    if blocked is not None:
+        raise UserError(
+            f"teacher.cache_dir {cache_dir}: {blocked} is a file, so the trained teacher could "
+            "not be saved; choose another cache_dir"
+        )
+    for name in ENTRY_FILES:
+        if (directory / name).is_dir():
+            raise UserError(
+                f"teacher.cache_dir {cache_dir}: {directory / name} is a folder where the "
+                "teacher's file belongs; remove it or choose another cache_dir"
+            )
+    made = _missing_folders(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise UserError(
+            f"teacher.cache_dir {cache_dir}: cannot write there ({exc.strerror or exc}), so "
+            "the trained teacher could not be saved; free space or choose another cache_dir"
+        ) from None
+    finally:
+        for folder in made:  # nearest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
 
 
 def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.device) -> ViewBank:
@@ -203,9 +247,33 @@ def _load_cached(config, data, directory):
     except Exception as exc:  # a cache is only a cache: an unreadable one is rebuilt
         log.warning("teacher cache %s is unreadable (%s); rebuilding it", directory, exc)
         return None
+    _set_aside_if_damaged(directory / REWIND_FILE)
     if logits.shape != (len(data.train), data.num_classes):
         return None
     return model.eval(), logits
+
+
+def _set_aside_if_damaged(path: Path) -> None:
+    """Rename a rewind file that does not read (a truncated copy, a full disk) to
+    `*.damaged`, with a warning naming it: the teacher is whole without it, and only a search
+    that rewinds students needs it (and says so: `NO_REWIND`)."""
+    if not path.exists():
+        return
+    try:
+        with safe_open(str(path), "pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open has no iteration)
+                f.get_slice(key)
+    except Exception as exc:
+        damaged = path.with_suffix(".damaged")
+        path.replace(damaged)
+        log.warning(
+            "teacher cache: %s does not read (%s: %s); set aside as %s. The teacher is "
+            "unharmed; `teacher --retrain` makes a new rewind point",
+            path,
+            type(exc).__name__,
+            exc,
+            damaged.name,
+        )
 
 
 class RunningLoss:
@@ -353,18 +421,38 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
         torch_version=torch.__version__,
         rewind_epoch=REWIND_EPOCH if rewind else None,
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    if rewind:
-        save_file(rewind, str(directory / REWIND_FILE), metadata={"epoch": str(REWIND_EPOCH)})
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(directory / "model.safetensors"), metadata={"fingerprint": expected})
-    save_file(
-        {"train": train_logits.contiguous()},
-        str(directory / "logits.safetensors"),
-        metadata={"fingerprint": expected},
-    )
-    (directory / "card.json").write_text(card.model_dump_json(indent=2) + "\n")  # last: commits
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if rewind:
+            save_file(rewind, str(directory / REWIND_FILE), metadata={"epoch": str(REWIND_EPOCH)})
+        save_file(state, str(directory / "model.safetensors"), metadata={"fingerprint": expected})
+        save_file(
+            {"train": train_logits.contiguous()},
+            str(directory / "logits.safetensors"),
+            metadata={"fingerprint": expected},
+        )
+        (directory / "card.json").write_text(card.model_dump_json(indent=2) + "\n")  # commits
+    except OSError as exc:
+        (directory / "card.json").unlink(missing_ok=True)  # no card: the entry is not cached
+        raise UserError(_unsaved(directory, exc, state, expected)) from None
     return Teacher(model, card, train_logits, directory)
+
+
+def _unsaved(directory: Path, exc: OSError, state: dict[str, torch.Tensor], fp: str) -> str:
+    """The message for a trained teacher the cache could not take, after keeping its weights
+    in the system's temporary folder when they fit there."""
+    kept = Path(tempfile.gettempdir()) / f"automl-teacher-{fp}.safetensors"
+    try:
+        save_file(state, str(kept), metadata={"fingerprint": fp})
+        where = f"its weights are kept in {kept} (teacher.checkpoint takes them, epochs: 0)"
+    except OSError:
+        kept.unlink(missing_ok=True)
+        where = "its weights could not be kept anywhere"
+    return (
+        f"the trained teacher could not be saved in {directory} ({exc.strerror or exc}); "
+        f"{where}. Free space or choose another teacher.cache_dir"
+    )
 
 
 def _file_sha256(path: Path) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -258,3 +259,78 @@ def test_a_search_seed_leaves_the_teacher_alone(tiny):
     again = prepare(config)
     assert again.teacher.card == tiny.teacher.card
     assert torch.equal(again.data.val.x, tiny.data.val.x)
+
+
+def test_a_cache_that_cannot_be_written_is_refused_before_training(tiny, tmp_path, monkeypatch):
+    """A folder where card.json belongs, and a cache where no file can be written (a
+    read-only mount, a full disk: made here by a failing probe), stop the command before the
+    teacher trains, and leave no folder behind."""
+    data = tiny.data
+    spec = tiny.config.teacher.model_copy(update={"cache_dir": tmp_path / "cache", "epochs": 1})
+    entry = cache_path(spec, fingerprint(spec, data))
+    (entry / "card.json").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"card.json is a folder where the teacher's file belongs"):
+        get_teacher(spec, data, torch.device("cpu"))
+    (entry / "card.json").rmdir()
+    entry.rmdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr("teachers.cache.tempfile.TemporaryFile", read_only)
+    monkeypatch.setattr("teachers.cache.fit", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(UserError, match=r"cache: cannot write there \(Read-only file system\)"):
+        get_teacher(spec, data, torch.device("cpu"))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["resnet18"]
+    assert not any((tmp_path / "cache" / "resnet18").iterdir())  # the entry's folder is gone
+
+
+def test_a_teacher_the_cache_cannot_take_is_kept_where_the_message_says(
+    tiny, tmp_path, monkeypatch
+):
+    """The disk fills while the trained teacher is saved: the weights go to the temporary
+    folder, the message names them, they load as a checkpoint, and no card commits the
+    half-written entry."""
+    from safetensors.torch import load_file
+
+    data = tiny.data
+    spec = tiny.config.teacher.model_copy(update={"cache_dir": tmp_path / "cache", "epochs": 1})
+    real_save = save_file
+
+    def full_disk(tensors, filename, metadata=None):
+        if str(filename).startswith(str(tmp_path / "cache")):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr("teachers.cache.save_file", full_disk)
+    monkeypatch.setattr("teachers.cache.tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    with pytest.raises(UserError) as caught:
+        get_teacher(spec, data, torch.device("cpu"))
+    kept = tmp_path / "tmp" / f"automl-teacher-{fingerprint(spec, data)}.safetensors"
+    assert f"its weights are kept in {kept}" in str(caught.value)
+    assert "No space left on device" in str(caught.value)
+    assert not (cache_path(spec, fingerprint(spec, data)) / "card.json").exists()
+    torch.manual_seed(spec.seed)  # the teacher's initial weights, as training began
+    model = create_teacher("resnet18", data.in_chans, data.num_classes)
+    initial = accuracy(model.eval(), data.val, torch.device("cpu"))
+    model.load_state_dict(load_file(str(kept)))
+    # one epoch's weights: well above the initial ones' chance (0.1 for ten classes)
+    assert accuracy(model.eval(), data.val, torch.device("cpu")) > max(0.2, initial + 0.1)
+
+
+def test_a_damaged_rewind_point_is_set_aside_not_fatal(tiny, tmp_path, caplog):
+    import shutil
+
+    data = tiny.data
+    spec = tiny.config.teacher.model_copy(update={"cache_dir": tmp_path})
+    entry = cache_path(spec, tiny.teacher.card.fingerprint)
+    shutil.copytree(tiny.teacher.cache_dir, entry)
+    rewind = entry / "rewind.safetensors"
+    rewind.write_bytes(rewind.read_bytes()[: rewind.stat().st_size // 2])
+    with caplog.at_level("WARNING"):
+        teacher = get_teacher(spec, data, torch.device("cpu"))
+    assert teacher.card == tiny.teacher.card  # the cached teacher, not a new one
+    assert not teacher.has_rewind and teacher.rewind_state() is None
+    assert (entry / "rewind.damaged").is_file() and not rewind.exists()
+    assert "rewind.safetensors does not read" in caplog.text
