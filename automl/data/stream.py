@@ -36,9 +36,10 @@ class Decoder:
         """(C, H, W) float32 in [0, 1] before normalisation; UserError names a bad file."""
         try:
             with Image.open(path) as img:
-                img = img.convert(self.mode).resize((self.size, self.size), Image.BILINEAR)
+                img = eight_bit(img, path).convert(self.mode)
+                img = img.resize((self.size, self.size), Image.BILINEAR)
                 pixels = np.asarray(img, dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
             raise UserError(f"data.root: cannot read image {path}: {exc}") from None
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
@@ -48,6 +49,27 @@ class Decoder:
         x = torch.from_numpy(self.raw(path))
         mean = torch.tensor(self.mean)[:, None, None]
         return (x - mean) / torch.tensor(self.std)[:, None, None]
+
+
+# Pillow's 16-bit greyscale modes (PNG and TIFF read as these): 65535 is white
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def eight_bit(img: Image.Image, path: Path) -> Image.Image:
+    """`img` in a mode of 8 bits per channel, at the same brightness: Pillow's `convert("L")`
+    clips 16-bit greyscale to 255 (a gradient turns white) instead of scaling it. A 16-bit
+    PNG opens as "I;16" or "I"; 32-bit integer and float images, whose white no file states,
+    are refused by mode."""
+    if img.mode in SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        scaled = np.asarray(img, dtype=np.float64) * (255 / 65535)
+        return Image.fromarray(np.rint(scaled).clip(0, 255).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        raise UserError(
+            f"data.root: image {path} is of mode {img.mode} ({img.format}: 32-bit "
+            f"{'integer' if img.mode == 'I' else 'float'} pixels, whose range no file states); "
+            "save it with 8 or 16 bits per channel"
+        )
+    return img
 
 
 class _Files(Dataset):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from automl.data.digits import DigitsConfig
 from automl.data.fashion_mnist import FashionMnistConfig
 from automl.data.idx import IdxConfig
 from automl.data.image_folder import ImageFolderConfig
+from automl.data.stream import Decoder
 from automl.errors import UserError
 from tests.data.files import write_cifar10, write_idx_set
 
@@ -154,3 +157,36 @@ def test_image_folder_errors_are_clear(tmp_path):
     (tmp_path / "broken" / "dog" / "bad.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="cannot read image"):
         load_data(ImageFolderConfig(root=tmp_path / "broken"))
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares `width` x `height` 8-bit greyscale pixels and holds none."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_every_bit_depth_decodes_to_its_brightness(tmp_path, mode):
+    """A 16-bit greyscale PNG reads as its 8-bit copy does (Pillow's own convert clips it to
+    white); 32-bit float pixels, whose white no file states, and a decompression bomb are
+    refused by name."""
+    ramp = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    Image.fromarray((ramp // 257).astype(np.uint8)).save(tmp_path / "flat.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    decoder = Decoder(mode, 32, 255.0, (0.0,), (1.0,))
+    deep, flat = decoder.raw(tmp_path / "deep.png"), decoder.raw(tmp_path / "flat.png")
+    assert deep.shape == flat.shape == ((1 if mode == "L" else 3), 32, 32)
+    assert 0.45 < deep.mean() < 0.55 and np.abs(deep - flat).max() <= 1 / 255 + 1e-6
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(UserError, match=r"float.tif is of mode F .* save it with 8 or 16 bits"):
+        decoder.raw(tmp_path / "float.tif")
+    _png_header_only(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(UserError, match=r"cannot read image .*bomb.png: .*decompression bomb"):
+        decoder.raw(tmp_path / "bomb.png")
