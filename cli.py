@@ -160,6 +160,7 @@ def search(
     from automl.errors import UserError
     from automl.run.search import resume_config, resume_conflicts, run_search
 
+    cfg = None
     try:
         overrides = {
             "search.budget": budget,
@@ -191,7 +192,13 @@ def search(
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        stderr.print("interrupted; finished trials are kept. Continue with --resume.")
+        if cfg is not None and (cfg.run_dir / "run.json").is_file():
+            stderr.print("interrupted; finished trials are kept. Continue with --resume.")
+        else:  # stopped before the run began: nothing to resume
+            stderr.print(
+                "interrupted before the first trial; run the same command again (a teacher "
+                "that finished training comes from its cache)"
+            )
         raise typer.Exit(130) from None
     stdout.print(
         f"done: {summary.completed} trials, front of {summary.front_size}, hypervolume "
@@ -310,15 +317,17 @@ def sensitivity(
     with it)."""
     from automl.errors import UserError
     from automl.experiment import prepare
-    from automl.run.sensitivity import KEEPS
+    from automl.run.sensitivity import KEEPS, check_criterion
     from automl.run.sensitivity import sensitivity as scan_sensitivity
 
     try:
         cfg = _load(config, {})
         space = cfg.search_space
+        criterion = space.sensitivity_criterion if criterion is None else criterion
+        check_criterion(criterion)  # before the teacher trains
         scan, path = scan_sensitivity(
             prepare(cfg),
-            space.sensitivity_criterion if criterion is None else criterion,
+            criterion,
             space.sensitivity_epochs if epochs is None else epochs,
             keep or KEEPS,
             rescan,

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from automl.data import DataConfig, list_data_sources
 from automl.data.digits import DigitsConfig
 from automl.errors import UserError
-from automl.paths import GivenPath
+from automl.paths import GivenPath, not_a_file
 from search_spaces import ChoiceDim, FixedDim, FloatDim, IntDim, SearchSpaceConfig
 from search_spaces.architecture import RECIPE
 from search_spaces.space import ONE, PER_STAGE
@@ -208,7 +216,16 @@ class ExperimentConfig(Strict):
         default_factory=list,
         description="modules to import first: techniques registered outside the package",
     )
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = "digits"
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=128,
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            description="run and study name: one folder name under runs/ (letters, digits, "
+            "_ . -), not . or ..",
+        ),
+    ] = "digits"
     seed: Annotated[
         int, Field(ge=0, lt=2**31, description="trial i is seeded seed + i (numpy takes < 2**32)")
     ] = 0
@@ -230,6 +247,11 @@ class ExperimentConfig(Strict):
         for module in plugins if isinstance(plugins, list) else []:
             try:
                 importlib.import_module(str(module))
+            except SystemExit as exc:  # would end the command with its status, silently
+                raise ValueError(
+                    f"plugins: importing {module!r} called sys.exit({exc.code!r}); a plugin "
+                    "registers techniques and returns"
+                ) from None
             except Exception as exc:
                 raise ValueError(
                     f"plugins: cannot import {module!r} ({type(exc).__name__}: {exc}); a plugin "
@@ -262,6 +284,18 @@ class ExperimentConfig(Strict):
                 )
             search = {"early_stop": "asha", "reduction_factor": 2, **search}
         return {**raw, "ray": ray, "search": search}
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        """runs/<name> must be a folder of its own: `.` and `..` are the current folder and
+        its parent, where a run would be written among the user's files."""
+        if set(name) == {"."}:
+            raise ValueError(
+                f"{name!r} is no folder of its own (. is the current folder, .. its parent); "
+                "use letters, digits, _ . - with at least one that is not a dot"
+            )
+        return name
 
     @model_validator(mode="after")
     def _early_stop_has_rungs(self) -> ExperimentConfig:
@@ -302,20 +336,81 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+# What a config may expand to: far above any real config (the shipped ones hold about 100
+# values), far below what would hang the validator or fill a screen with one error.
+MAX_YAML_VALUES = 10_000
+MAX_YAML_DEPTH = 32
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (the last would win
+    silently, and a bad first value would never be reported)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """`text` as YAML, bounded: no key twice in a mapping, at most `MAX_YAML_DEPTH` levels and
+    `MAX_YAML_VALUES` values once aliases are expanded (a few lines of aliases can stand for
+    billions); a UserError names the file and the problem."""
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: builds no Python objects
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {_capped(str(exc))}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nests too deeply (at most {MAX_YAML_DEPTH} levels)") from None
+    _check_bounds(raw, path)
+    return raw
+
+
+def _check_bounds(raw: Any, path: Path) -> None:
+    count = 0
+    stack = [(raw, 1)]
+    while stack:
+        node, depth = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise UserError(
+                f"{path}: holds more than {MAX_YAML_VALUES:,} values once its aliases (*name) "
+                "are expanded; a config is a few hundred at most"
+            )
+        if depth > MAX_YAML_DEPTH:
+            raise UserError(f"{path}: nests more than {MAX_YAML_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def _capped(text: str, limit: int = 500) -> str:
+    """`text` cut to `limit` characters: an error message quotes what it was given, and a
+    value can be megabytes long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, or raise UserError naming the file and the problem."""
     if path.is_dir():
         raise UserError(f"config file {path} is a directory; name a YAML file in it")
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"config file not found: {path}")
+    problem = not_a_file(path)
+    if problem is not None:
+        raise UserError(f"config file: {problem}")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (a YAML config is UTF-8 text)") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    raw = parse_yaml(text, path)
     if raw is None:
         raise UserError(
             f"{path} is empty; leave out --config to run the defaults ({DEFAULT_CONFIG.name}), "
@@ -369,10 +464,15 @@ def format_validation_error(
             text = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         else:
             given = err.get("input")
-            text = msg + ("" if isinstance(given, dict) else f" (got {given!r})")
+            text = msg + ("" if isinstance(given, dict) else f" (got {_capped(repr(given), 200)})")
         where = f"{flags[loc]} ({loc})" if flags and loc in flags else loc
-        lines.append(f"  {where}: {text}")
+        lines.append(f"  {where}: {_capped(text)}")
+    if len(lines) > MAX_PROBLEMS + 1:
+        lines[MAX_PROBLEMS + 1 :] = [f"  ... and {len(lines) - MAX_PROBLEMS - 1} more problems"]
     return "\n".join(lines)
+
+
+MAX_PROBLEMS = 20  # problems listed in one error message
 
 
 _NAMED = re.compile(r"^(?P<key>[A-Za-z_][\w.]*): (?P<rest>.+)$", re.DOTALL)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
@@ -116,8 +117,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare(config: ExperimentConfig, retrain: bool = False) -> Experiment:
-    """Data and teacher for a config (the teacher trained on first use, else from its cache)."""
+def prepare(
+    config: ExperimentConfig,
+    retrain: bool = False,
+    check: Callable[[DataBundle], None] | None = None,
+) -> Experiment:
+    """Data and teacher for a config (the teacher trained on first use, else from its cache).
+    `check` sees the data before the teacher is trained or loaded, and may refuse them (a
+    UserError)."""
     torch.set_num_threads(config.training.threads or os.cpu_count() or 1)
     device = resolve_device(config.device)
     if config.latency.device == "cuda" and not torch.cuda.is_available():
@@ -127,6 +134,8 @@ def prepare(config: ExperimentConfig, retrain: bool = False) -> Experiment:
         )
     data = load_data(config.data)
     check_sizes(config, data.train.y.numpy())  # before the teacher's training, not after
+    if check is not None:
+        check(data)
     teacher = get_teacher(config.teacher, data, device, retrain=retrain)
     return Experiment(config, data, teacher, device)
 

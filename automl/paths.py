@@ -40,6 +40,8 @@ def not_a_file(path: Path) -> str | None:
     """Why `path` cannot be read as a file (missing, or a folder), or None when it can."""
     if path.is_dir():
         return f"{path} is a folder, not a file"
+    if path.exists() and not path.is_file():  # would block, or never end
+        return f"{path} is no regular file (a pipe, a device or a socket); name a file"
     if not path.is_file():
         return f"file not found: {path}"
     return None

@@ -5,8 +5,11 @@ an existing run changed. Add a case with every new config field, flag or command
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +348,19 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "serach: unknown key; allowed: data, device, latency, name, out, plugins",
     ),
     ("name with a slash", {"name": "../x"}, [], "name: String should match pattern"),
+    ("name of dots", {"name": ".."}, [], "name: '..' is no folder of its own"),
+    (
+        "a plugin that exits",
+        {"plugins": ["tests.exit_plugin"]},
+        [],
+        "plugins: importing 'tests.exit_plugin' called sys.exit(0)",
+    ),
+    (
+        "split seed past numpy's",
+        {"data.split_seed": 2**32},
+        [],
+        "data.split_seed: Input should be less than 2147483648",
+    ),
     (
         "no epochs",
         {},
@@ -418,6 +434,30 @@ def test_bad_search_input_is_one_message_and_exit_2(
     assert _digest(inputs) == before
 
 
+def test_a_refused_search_leaves_no_folder_it_made(tiny, teacher_cache, tmp_path, inputs):
+    """The run directory's missing parents are the command's too: none is left behind."""
+    changes = {
+        "data": {"type": "image_folder", "root": "{inputs}/one_class"},
+        "out": "{tmp}/new1/deeper/run",
+    }
+    result = run_with_changes("search", teacher_cache, tmp_path, inputs, changes, [])
+    assert_refused(result, "one_class")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "c.yaml"]
+
+
+def test_a_pipe_as_config_and_a_bad_criterion_are_refused_before_any_work(tmp_path):
+    """A FIFO would block the read for ever; a criterion is checked before the teacher
+    trains (the cache stays empty)."""
+    os.mkfifo(tmp_path / "fifo")
+    result = cli_in_process("search", "--config", tmp_path / "fifo")
+    assert_refused(result, "fifo is no regular file (a pipe, a device or a socket)")
+    cache = tmp_path / "cache"
+    config = write_config(tmp_path / "c.yaml", tiny_raw(cache))
+    result = cli_in_process("sensitivity", "--config", config, "--criterion", "foo")
+    assert_refused(result, "sensitivity: --criterion: unknown pruning criterion 'foo'")
+    assert not cache.exists()
+
+
 def test_an_nni_criterion_without_the_extra_is_one_message_and_exit_2(
     tiny, teacher_cache, tmp_path, inputs, monkeypatch
 ):
@@ -452,6 +492,12 @@ TEACHER_CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     ),
     ("untrained", {"teacher.epochs": 0}, [], "teacher.epochs: 0 trains nothing"),
     (
+        "a device as checkpoint",
+        {"teacher.checkpoint": "/dev/zero"},
+        [],
+        "teacher.checkpoint: /dev/zero is no regular file (a pipe, a device or a socket)",
+    ),
+    (
         "batch of more than the data",
         {"teacher.batch_size": 4096},
         [],
@@ -476,6 +522,13 @@ def test_bad_teacher_input_is_one_message_and_exit_2(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "c.yaml", "not_tensors.pt"]
 
 
+# nine levels of nine aliases each: 9**9 values, about 387 million, in 10 lines
+BILLION_LAUGHS = b"a: &a [x, x, x, x, x, x, x, x, x]\n" + b"".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]\n".encode()
+    for i in range(8)
+)
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
@@ -484,6 +537,14 @@ def test_bad_teacher_input_is_one_message_and_exit_2(
         (b"# only a comment\n", "is empty; leave out --config"),
         (b"search: [1, 2\n", "not valid YAML"),
         (b"- a list\n", "the top level must be a mapping of sections"),
+        (
+            b"search: {budget: -1}\nsearch: {budget: 3}\n",
+            "key 'search' is given twice in one mapping",
+        ),
+        (BILLION_LAUGHS, "holds more than 10,000 values once its aliases (*name) are expanded"),
+        (b"name: " + b"[" * 20_000 + b"]" * 20_000 + b"\n", "nests too deeply"),
+        (b"name: " + b"[" * 40 + b"]" * 40 + b"\n", "nests more than 32 levels deep"),
+        (b"name: [" + b"x" * 1_000_000 + b"]\n", "(1,000,0"),  # the value, capped
     ],
 )
 def test_a_config_file_that_is_no_config_is_named(tmp_path, content, needle):
@@ -520,6 +581,11 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "train: seed past 2**31",
         ["train", "{tmp}/arch.json", "--seed", "4294967295"],
         "Invalid value for '--seed'",
+    ),
+    (
+        "train: --out over a saved model (an export)",
+        ["train", "{tmp}/arch.json", "--out", "{tmp}/export"],
+        "export/model.safetensors already exists; choose a new folder",
     ),
     (
         "train: --out under a file",
@@ -576,6 +642,8 @@ def test_bad_input_to_other_commands_is_one_message_and_exit_2(tmp_path, case, a
     (tmp_path / "arch_foo.json").write_text(json.dumps({**foo, "criterion": "foo"}))
     stages = [{**stage, "bits": 99} for stage in foo["stages"]]
     (tmp_path / "arch_99.json").write_text(json.dumps({**foo, "stages": stages}))
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "model.safetensors").write_bytes(b"an exported model's weights")
     for name, text in (
         ("truncated", '{"format": 3, "config": {'),
         ("sectionless", '{"format": 3}'),
@@ -608,8 +676,50 @@ def _damage(run: Path, damage: str) -> None:
         study.write_bytes(b"noise" * 1000)
     elif damage == "no study.db":
         study.unlink()
+    elif damage in EDITS:
+        file, dotted, value = EDITS[damage]
+        _edit(run / file, dotted, value)
+    elif damage == "old results, no run.json or study.db":
+        runjson.unlink()
+        study.unlink()
+    elif damage == "no models":
+        shutil.rmtree(run / "models")
+    elif damage == "deep run.json":
+        runjson.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "pareto.json a folder":
+        pareto.unlink()
+        pareto.mkdir()
     elif damage != "none":
         raise AssertionError(damage)
+
+
+# damage -> (file, dotted key, new value): a run document edited by hand
+EDITS: dict[str, tuple[str, str, Any]] = {
+    "teacher.epochs edited": ("run.json", "config.teacher.epochs", 7),
+    "data.image_size edited": ("run.json", "config.data.image_size", 20),
+    "training.epochs edited": ("run.json", "config.training.epochs", 3),
+    "techniques edited": ("run.json", "config.search_space.techniques", SPARSE),
+    "plugins edited": ("run.json", "config.plugins", ["tests.fault_technique"]),
+    "data changed": ("run.json", "data.fingerprint", "0123456789abcdef"),
+    "teacher changed": ("run.json", "teacher.fingerprint", "0123456789abcdef"),
+    "format null": ("run.json", "format", None),
+    "format a string": ("pareto.json", "format", "4"),
+    "config a list": ("run.json", "config", [1, 2]),
+    "front an int": ("pareto.json", "front", 3),
+}
+
+
+def _edit(path: Path, dotted: str, value: Any) -> None:
+    doc = json.loads(path.read_text())
+    node = doc
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path.write_text(json.dumps(doc))
+
+
+RESUME = ["search", "--resume", "--out", "{run}", "--budget", "6"]
 
 
 RUN_CASES: list[tuple[str, list[str], str]] = [
@@ -653,14 +763,49 @@ RUN_CASES: list[tuple[str, list[str], str]] = [
     ("none", ["search", "--resume", "--out", "{run}", "--seed", "5"], "seed is 0 in the run, 5"),
     (
         "none",
+        ["search", "--resume", "--out", "{run}", "--budget", "2"],
+        "--resume --budget 2 is below the run's budget of 4 trials",
+    ),
+    (
+        "none",
         ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
-        "already holds a run; continue it with --resume",
+        "already holds a run (run.json, study.db, trials.csv, pareto.json, report.html, models); "
+        "continue it with --resume",
     ),
     (
         "none",
         ["train", "{tmp}/one_stage.json", "--run", "{run}"],
         "the architecture has 1 stages, the teacher 4",
     ),
+    # a resume refuses a changed world before any work (issue 34, item 1)
+    (
+        "teacher.epochs edited",
+        RESUME,
+        "differs from the one the run began with: teacher.epochs was 6, is 7",
+    ),
+    ("data.image_size edited", RESUME, "data.image_size was 16, is 20"),
+    ("training.epochs edited", RESUME, "training.epochs was 2, is 3"),
+    ("techniques edited", RESUME, "techniques was ['depth', 'channels', 'weight_quant'], is"),
+    ("plugins edited", RESUME, "plugins was [], is ['tests.fault_technique']"),
+    ("data changed", RESUME, "the data found now differ from the data the run began with"),
+    ("teacher changed", RESUME, "the teacher's recipe differs from the one the run began"),
+    # results are never overwritten (items 3 and 5)
+    (
+        "old results, no run.json or study.db",
+        ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
+        "already holds a run (trials.csv, pareto.json, report.html, models); its results",
+    ),
+    ("no models", ["report", "{run}"], "are missing:"),
+    ("no models", ["pick", "{run}"], "are missing:"),
+    ("none", ["pick", "{run}", "--out", "."], "--out . is no new folder"),
+    # hand-edited or damaged run documents (item 11)
+    ("format null", ["report", "{run}"], "run.json is not a RunDocument of this tool (format:"),
+    ("format a string", ["pick", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
+    ("config a list", ["report", "{run}"], "run.json is not a RunDocument of this tool (config"),
+    ("config a list", RESUME, "run.json is not a RunDocument of this tool (config"),
+    ("front an int", ["report", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
+    ("deep run.json", ["report", "{run}"], "run.json is not a RunDocument: it nests too deeply"),
+    ("pareto.json a folder", ["report", "{run}"], "pareto.json is a folder, not a file"),
 ]
 
 
@@ -676,10 +821,15 @@ def test_bad_input_on_a_run_is_named_and_the_run_left_as_it_is(
     searched_run, teacher_cache, tmp_path, damage, args, needle
 ):
     run = tmp_path / "run"
-    # without SQLite's -wal and -shm files, which exist only while this test session still
-    # holds the searched run's study open: reading a damaged study.db beside them would read
-    # their pages instead, or update the -shm index, and the cases would depend on test order
-    shutil.copytree(searched_run, run, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    # a damaged study.db without SQLite's -wal and -shm files, which exist only while this
+    # test session still holds the searched run's study open: reading it beside them would
+    # read their pages instead, or update the -shm index, and the cases would depend on test
+    # order; an intact one with them (without, it would hold no trials yet), folded into the
+    # copy's study.db, so that reading the copy changes no file
+    damaged = shutil.ignore_patterns("*-wal", "*-shm") if "study" in damage else None
+    shutil.copytree(searched_run, run, ignore=damaged)
+    if damaged is None:
+        _fold_wal(run)
     _damage(run, damage)
     (tmp_path / "a_file").write_text("mine")
     write_config(tmp_path / "c.yaml", tiny_raw(teacher_cache))
@@ -688,4 +838,16 @@ def test_bad_input_on_a_run_is_named_and_the_run_left_as_it_is(
     before = _digest(tmp_path)
     result = cli_in_process(*[a.format(run=run, tmp=tmp_path) for a in args])
     assert_refused(result, needle)
+    if damaged is None:  # what the command wrote to the study, if anything, into study.db
+        _fold_wal(run)
     assert _digest(tmp_path) == before
+
+
+def _fold_wal(run: Path) -> None:
+    """Fold SQLite's write-ahead log into study.db and remove it and its index (-wal, -shm),
+    so study.db alone holds what was written, however many connections are still open."""
+    if (run / "study.db").is_file():
+        with contextlib.closing(sqlite3.connect(run / "study.db")) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    for name in ("study.db-wal", "study.db-shm"):
+        (run / name).unlink(missing_ok=True)

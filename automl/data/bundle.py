@@ -34,7 +34,8 @@ class SourceConfig(BaseModel):
     ] = None
     val_fraction: Annotated[float, Field(gt=0, lt=1, description="of the training images")] = 0.1
     split_seed: Annotated[
-        int, Field(ge=0, description="fixes the split; independent of the search seed")
+        int,
+        Field(ge=0, lt=2**31, description="fixes the split; independent of the search seed"),
     ] = 0
     augment: AugmentConfig = Field(
         default_factory=AugmentConfig, description="for the teacher's and students' training"

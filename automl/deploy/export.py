@@ -53,6 +53,11 @@ FILES = (
 
 def check_out_dir(out: Path) -> None:
     """Raise UserError, before any work, unless `out` can become the export folder."""
+    if out.name in ("", ".", ".."):
+        raise UserError(
+            f"--out {out} is no new folder (the export is written as a folder of its own); "
+            "name one, e.g. --out export/model"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
             f"--out {out} already exists and is not empty; choose a new folder (an export "

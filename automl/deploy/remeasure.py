@@ -61,7 +61,9 @@ def remeasure(
     run: SearchRun, settings: MeasureSettings, say: Callable[[str], None] = log.info
 ) -> ParetoDocument:
     """The run's pareto document with re-measured figures for the teacher and every front
-    model (see the module docstring). Writes the ONNX forms to <run>/onnx/."""
+    model (see the module docstring). Writes the ONNX forms to <run>/onnx/, after the checks
+    that can refuse (weights, data)."""
+    run.check_weights()
     data = run.load_data()
     teacher = run.load_teacher(data)
     folder = run.run_dir.onnx

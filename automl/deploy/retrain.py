@@ -41,10 +41,16 @@ def read_architecture(path: Path) -> Architecture:
 
 
 def check_out_file(path: Path) -> None:
-    """Raise UserError, before any work, when `path` cannot be written: it is a folder, or a
-    folder on its way is a file."""
+    """Raise UserError, before any work, when `path` cannot be written: it is a folder, a
+    folder on its way is a file, or it exists (a command never writes over results it did not
+    write itself: `path` may be an export's weights, which its ONNX file and card describe)."""
     if path.is_dir():
         raise UserError(f"{path} is a folder; choose another --out")
+    if path.exists():
+        raise UserError(
+            f"--out: {path} already exists; choose a new folder (train never writes over a "
+            "saved model)"
+        )
     blocked = file_in_the_way(path)
     if blocked is not None:
         raise UserError(f"--out: {blocked} is a file, not a folder; choose another --out")

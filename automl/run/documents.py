@@ -190,18 +190,28 @@ class RunDocument(_Doc):
     status: Literal["running", "complete"]
     sessions: list[Session] = []
     wall_seconds: float | None = None
+    # the config the run began with, flat (dotted key -> value), less what a resume may change:
+    # a resume refuses a config that differs from it (not recorded before 0.1 format 4 runs)
+    recipe: dict[str, Any] | None = None
 
 
 def _upgrade_run(raw: dict[str, Any]) -> dict[str, Any]:
-    config = dict(raw.get("config") or {})
-    space = dict(config.get("search_space") or {})
+    config, space = raw.get("config") or {}, None
+    if isinstance(config, dict):
+        space = config.get("search_space") or {}
+    if not isinstance(space, dict):
+        return {**raw, "format": 1}  # nothing to upgrade: validation names the wrong type
+    space = dict(space)
     space.setdefault("techniques", list(LEGACY_TECHNIQUES))
     return {**raw, "format": 1, "config": {**config, "search_space": space}}
 
 
 def _upgrade_pareto(raw: dict[str, Any]) -> dict[str, Any]:
+    members = raw.get("front") or []
+    if not isinstance(members, list):
+        return {**raw, "format": 1}  # nothing to upgrade: validation names the wrong type
     front = []
-    for member in raw.get("front") or []:
+    for member in members:
         flat = member.get("architecture") if isinstance(member, dict) else None
         if isinstance(flat, dict) and "stages" not in flat:
             arch = Architecture.from_flat(flat, LEGACY_TECHNIQUES)
@@ -250,20 +260,31 @@ def read_document(path: Path, kind: type[Doc]) -> Doc:
         raw = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise UserError(f"{path} is missing") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a file; restore the run's file") from None
     except ValueError as exc:
         raise UserError(f"{path} is not valid JSON ({exc})") from None
-    written = raw.get("format") if isinstance(raw, dict) else None
+    except RecursionError:
+        raise UserError(f"{path} is not a {kind.__name__}: it nests too deeply") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a {kind.__name__} of this tool (not a JSON object)")
+    written = raw.get("format")
+    if "format" in raw and (not isinstance(written, int) or isinstance(written, bool)):
+        raise UserError(
+            f"{path} is not a {kind.__name__} of this tool (format: {str(written)[:40]!r} is "
+            f"no format number; this version reads 1 to {FORMAT})"
+        )
     if isinstance(written, int) and written > FORMAT:
         raise UserError(
             f"{path} is of format {written}, written by a newer version of this tool; this "
             f"version reads formats 1 to {FORMAT}: upgrade automl to open the run"
         )
     try:
-        if isinstance(raw, dict) and "format" not in raw and kind in _UPGRADES:
+        if "format" not in raw and kind in _UPGRADES:
             raw = _UPGRADES[kind](raw)
-        if isinstance(raw, dict) and raw.get("format", FORMAT) < 3 and kind in _UPGRADES_TO_3:
+        if raw.get("format", FORMAT) < 3 and kind in _UPGRADES_TO_3:
             raw = _UPGRADES_TO_3[kind](raw)
-        if isinstance(raw, dict) and raw.get("format", FORMAT) < 4 and kind in _UPGRADES_TO_4:
+        if raw.get("format", FORMAT) < 4 and kind in _UPGRADES_TO_4:
             raw = _UPGRADES_TO_4[kind](raw)
         return kind.model_validate(raw)
     except ValidationError as exc:

@@ -66,14 +66,25 @@ class SearchRun:
         """The run's teacher from the teacher cache (trained again if the cache is gone)."""
         return get_teacher(self.config.teacher, data, torch.device("cpu"))
 
-    def load_model(self, member: FrontMember, data: DataBundle) -> tuple[nn.Module, Architecture]:
-        """A front member's deployed student (fp32, fake-quant folded), eval mode, CPU."""
+    def weights_of(self, member: FrontMember) -> Path:
+        """The member's weights file; a UserError when it is missing (before any work: every
+        command that reads weights checks them all first)."""
         path = self.run_dir.path / member.weights
         if not path.is_file():
             raise UserError(
                 f"weights of trial {member.trial} are missing: {path} (the run directory "
                 "is incomplete; search again or restore models/)"
             )
+        return path
+
+    def check_weights(self) -> None:
+        """Every front member's weights file is there (UserError naming the first missing)."""
+        for member in self.front:
+            self.weights_of(member)
+
+    def load_model(self, member: FrontMember, data: DataBundle) -> tuple[nn.Module, Architecture]:
+        """A front member's deployed student (fp32, fake-quant folded), eval mode, CPU."""
+        path = self.weights_of(member)
         try:
             teacher = self.config.teacher
             return load_student(
@@ -97,6 +108,8 @@ def open_search_run(path: Path) -> SearchRun:
     if not run_dir.path.is_dir():
         raise UserError(f"no run directory at {run_dir.path}")
     for file in (run_dir.run_json, run_dir.pareto_json):
+        if file.is_dir():
+            raise UserError(f"{file} is a folder, not a file: restore the run's {file.name}")
         if not file.is_file():
             raise UserError(
                 f"{file} is missing: {run_dir.path} is not a finished search run "

@@ -48,6 +48,13 @@ class RunDir:
     models = property(lambda self: self.path / "models")
     onnx = property(lambda self: self.path / "onnx")
 
+    def artefacts(self) -> list[Path]:
+        """What a search, finalize, report or pick wrote here that exists now (a folder that
+        holds any of these holds a run, finished or not)."""
+        names = ("run.json", "study.db", "trials.csv", "pareto.json", "report.html")
+        folders = ("models", "onnx", "export")
+        return [self.path / n for n in (*names, *folders) if (self.path / n).exists()]
+
     def study(self, name: str) -> StudyRef:
         return StudyRef(self.study_db, name, self.path)
 

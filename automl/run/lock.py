@@ -36,7 +36,7 @@ def run_lock(run_path: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    created = not key.exists()
+    created = _missing_folders(key)
     key.mkdir(parents=True, exist_ok=True)
     fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -56,14 +56,26 @@ def run_lock(run_path: Path) -> Iterator[None]:
         finally:
             del _held[key]
             if created and [p.name for p in key.iterdir()] == [LOCK_NAME]:
-                _remove_empty(key)  # the command stopped before writing: leave no folder
+                _remove_empty(created)  # the command stopped before writing: leave no folder
     finally:
         os.close(fd)  # releases the lock; the file stays (deleting it would race a waiter)
 
 
-def _remove_empty(run_dir: Path) -> None:
+def _missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, nearest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the lock, then the folders this process created for it, nearest first, while
+    they are empty."""
     try:
-        (run_dir / LOCK_NAME).unlink()
-        run_dir.rmdir()
+        (created[0] / LOCK_NAME).unlink()
+        for folder in created:
+            folder.rmdir()
     except OSError:
-        pass  # another process took it meanwhile
+        pass  # another process took it meanwhile, or wrote beside it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from automl.constraints import Limits
 from automl.controllers import create_controller
 from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
+from automl.data import DataBundle
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
 from automl.measure import macs_and_params
@@ -38,6 +40,7 @@ from automl.run.report import build_report, report_title, trial_points
 from automl.student.files import write_student
 from automl.trial import TrialRecord, TrialResult, search_latency_ms
 from search_spaces import Architecture, BoundSearchSpace
+from teachers.cache import fingerprint as teacher_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +114,14 @@ def resume_config(
         raise UserError(f"--resume: no run to resume at {run_dir.path} (run.json missing)")
     config = run_dir.read_run().config
     update: dict[str, object] = {"out": run_dir.path}
-    if budget is not None:
-        update["search"] = config.search.model_copy(
-            update={"budget": max(config.search.budget, budget)}
+    if budget is not None and budget < config.search.budget:
+        raise UserError(
+            f"--resume --budget {budget} is below the run's budget of {config.search.budget} "
+            "trials; a resume can raise the budget, not lower it (leave out --budget to finish "
+            "the run as it was planned)"
         )
+    if budget is not None:
+        update["search"] = config.search.model_copy(update={"budget": budget})
     if address is not None:
         update["ray"] = config.ray.model_copy(update={"address": address})
     raw = config.model_copy(update=update).model_dump(mode="json")
@@ -143,6 +150,53 @@ def resume_conflicts(
     ]
 
 
+def recipe_of(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as run.json records what a run began with: flat, less what a resume may
+    change (`RESUMABLE`)."""
+    flat = _flat(config.model_dump(mode="json"))
+    return {k: v for k, v in flat.items() if k not in RESUMABLE}
+
+
+def check_unchanged(previous: RunDocument, config: ExperimentConfig, data: DataBundle) -> None:
+    """Before a resumed run does any work: its config, data and teacher are those it began
+    with, else a UserError names what changed (trials of two worlds in one study would be
+    compared as one, and the front's weights pruned by the wrong figures)."""
+    where = "the run directory's run.json"
+    if previous.recipe is None:
+        # written before runs recorded their recipe: its teacher fingerprint may be of an
+        # older formula, so only the data are checked (this session records the recipe)
+        log.info("%s records no recipe (an older run); its config is taken as it is", where)
+    else:
+        now = recipe_of(config)
+        changed = [
+            f"{key} was {previous.recipe[key]!r}, is {now[key]!r}"
+            for key in sorted(previous.recipe.keys() & now.keys())
+            if previous.recipe[key] != now[key]
+        ]
+        if changed:
+            raise UserError(
+                f"--resume: the config in {where} differs from the one the run began with: "
+                f"{'; '.join(changed)}. Restore it, or start a new search with another --name "
+                "or --out"
+            )
+    if data.fingerprint != previous.data.fingerprint:
+        raise UserError(
+            f"--resume: the data found now differ from the data the run began with "
+            f"(fingerprint {data.fingerprint}, recorded {previous.data.fingerprint}): files "
+            "were added, removed or changed, or the data config was edited. Restore the run's "
+            "data set, or start a new search with another --name or --out"
+        )
+    if previous.recipe is None:
+        return
+    teacher = teacher_fingerprint(config.teacher, data)
+    if teacher != previous.teacher.fingerprint:
+        raise UserError(
+            f"--resume: the teacher's recipe differs from the one the run began with "
+            f"(fingerprint {teacher}, recorded {previous.teacher.fingerprint}); restore the "
+            "run's teacher config, or start a new search with another --name or --out"
+        )
+
+
 def _flat(doc: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in doc.items():
@@ -164,10 +218,17 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
         raise UserError(
             f"run directory {run_dir.path}: {blocked} is a file; choose another --out or --name"
         )
-    if not resume and (run_dir.run_json.exists() or run_dir.study_db.exists()):
+    found = run_dir.artefacts()
+    if not resume and found:
+        held = ", ".join(p.name for p in found)
+        hint = (
+            "continue it with --resume, or"
+            if run_dir.run_json.exists() and run_dir.study_db.exists()
+            else "its results would be overwritten;"
+        )
         raise UserError(
-            f"run directory {run_dir.path} already holds a run; continue it with --resume, "
-            "or choose another --name or --out"
+            f"run directory {run_dir.path} already holds a run ({held}); {hint} choose "
+            "another --name or --out"
         )
     if resume and (run_dir.study_db.exists() or run_dir.trials_csv.exists()):
         problem = studies.study_problem(run_dir.study(config.name))
@@ -224,7 +285,9 @@ def _search(
     wall_start: float,
     with_estimate: bool,
 ) -> SearchSummary:
-    exp = prepare(config)
+    previous = run_dir.read_run() if resume else None
+    check = None if previous is None else functools.partial(check_unchanged, previous, config)
+    exp = prepare(config, check=check)
     teacher_seconds = time.perf_counter() - wall_start
     stages = exp.stages
     try:
@@ -236,8 +299,9 @@ def _search(
     init = space.global_dims.get("init")
     if init is not None and init.allows("rewind") and not exp.teacher.has_rewind:
         raise UserError(f"search_space.init allows rewind: {NO_REWIND}")
-    previous = run_dir.read_run() if resume else None
-    figures = _run_teacher(exp, previous)
+    # a resumed run keeps its teacher's figures (the same teacher, checked above): measuring
+    # its latency again would move the normalised objectives of the trials already done
+    figures = previous.teacher if previous is not None else teacher_figures(exp)
     sessions = previous.sessions if previous else []
     run_dir.create()
     doc = RunDocument(
@@ -259,6 +323,7 @@ def _search(
         versions=library_versions(),
         status="running",
         sessions=sessions,
+        recipe=previous.recipe if previous and previous.recipe else recipe_of(config),
     )
     run_dir.write_run(doc)
     # the search's limits reject candidates; finalize and `train` retrain what they are given
@@ -322,15 +387,6 @@ def _search(
         figures.val_accuracy,
         pareto.finalized.epochs if pareto.finalized else config.training.epochs,
     )
-
-
-def _run_teacher(exp: Experiment, previous: RunDocument | None) -> TeacherFigures:
-    """A resumed run keeps its own teacher figures: re-measuring the latency at each start
-    would move the normalised objectives and the hypervolume of the trials already done
-    (`report` re-measures everything together). Measured anew when the teacher changed."""
-    if previous is not None and previous.teacher.fingerprint == exp.teacher.card.fingerprint:
-        return previous.teacher
-    return teacher_figures(exp)
 
 
 def _fixed_params(space: BoundSearchSpace, i: int, entry: dict[str, object]) -> dict[str, object]:

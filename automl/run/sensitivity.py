@@ -109,7 +109,7 @@ def sensitivity(
 ) -> tuple[SensitivityScan, Path]:
     """The cached scan of these settings, or a new one (saved and plotted); its path."""
     keeps = _checked_keeps(keeps)
-    _check_criterion(criterion)
+    check_criterion(criterion)
     path = scan_path(exp, criterion, epochs, keeps)
     if path.is_file() and not rescan:
         try:
@@ -326,7 +326,7 @@ def _checked_keeps(keeps: Sequence[float]) -> list[float]:
     return sorted(set(keeps), reverse=True)
 
 
-def _check_criterion(criterion: str) -> None:
+def check_criterion(criterion: str) -> None:
     try:
         known_criterion(criterion)
     except ValueError as exc:
