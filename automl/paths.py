@@ -45,3 +45,23 @@ def not_a_file(path: Path) -> str | None:
     if not path.is_file():
         return f"file not found: {path}"
     return None
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and those of its parents that do not exist yet, nearest first: what a command
+    that creates `path` must remove again when it is refused."""
+    missing = []
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (from `missing_folders`), nearest first, while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (another process wrote there), or gone

@@ -9,7 +9,6 @@ views per training image (`view_bank`) are cached beside the teacher they come f
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -25,14 +24,15 @@ import timm
 import torch
 from pydantic import BaseModel
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
 from automl.data.bundle import Images, Split
 from automl.errors import UserError
-from automl.paths import file_in_the_way
+from automl.files import WriteFailed, save_tensors, write_file
+from automl.paths import file_in_the_way, missing_folders, remove_empty
 from automl.training import (
     Batch,
     FitSettings,
@@ -170,7 +170,7 @@ def check_writable(cache_dir: Path, directory: Path) -> None:
                 f"teacher.cache_dir {cache_dir}: {directory / name} is a folder where the "
                 "teacher's file belongs; remove it or choose another cache_dir"
             )
-    made = _missing_folders(directory)
+    made = missing_folders(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory) as probe:
@@ -183,17 +183,7 @@ def check_writable(cache_dir: Path, directory: Path) -> None:
             "the trained teacher could not be saved; free space or choose another cache_dir"
         ) from None
     finally:
-        for folder in made:  # nearest first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-
-
-def _missing_folders(path: Path) -> list[Path]:
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
+        remove_empty(made)
 
 
 def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.device) -> ViewBank:
@@ -231,9 +221,7 @@ def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.devi
             per_view * (count - k - 1),
         )
     teacher.model.cpu()
-    partial = path.with_suffix(".partial")
-    save_file({"logits": logits.contiguous()}, str(partial), metadata={"seed": str(seed)})
-    partial.replace(path)
+    save_tensors(path, {"logits": logits}, metadata={"seed": str(seed)})
     return ViewBank(views, logits)
 
 
@@ -425,33 +413,34 @@ def _build_and_cache(config, data, device, expected, directory) -> Teacher:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if rewind:
-            save_file(rewind, str(directory / REWIND_FILE), metadata={"epoch": str(REWIND_EPOCH)})
-        save_file(state, str(directory / "model.safetensors"), metadata={"fingerprint": expected})
-        save_file(
-            {"train": train_logits.contiguous()},
-            str(directory / "logits.safetensors"),
+            save_tensors(directory / REWIND_FILE, rewind, metadata={"epoch": str(REWIND_EPOCH)})
+        save_tensors(directory / "model.safetensors", state, metadata={"fingerprint": expected})
+        save_tensors(
+            directory / "logits.safetensors",
+            {"train": train_logits},
             metadata={"fingerprint": expected},
         )
-        (directory / "card.json").write_text(card.model_dump_json(indent=2) + "\n")  # commits
-    except OSError as exc:
+        write_file(directory / "card.json", card.model_dump_json(indent=2) + "\n")  # commits
+    except (OSError, WriteFailed) as exc:
         (directory / "card.json").unlink(missing_ok=True)  # no card: the entry is not cached
         raise UserError(_unsaved(directory, exc, state, expected)) from None
     return Teacher(model, card, train_logits, directory)
 
 
-def _unsaved(directory: Path, exc: OSError, state: dict[str, torch.Tensor], fp: str) -> str:
+def _unsaved(
+    directory: Path, exc: OSError | WriteFailed, state: dict[str, torch.Tensor], fp: str
+) -> str:
     """The message for a trained teacher the cache could not take, after keeping its weights
     in the system's temporary folder when they fit there."""
     kept = Path(tempfile.gettempdir()) / f"automl-teacher-{fp}.safetensors"
     try:
-        save_file(state, str(kept), metadata={"fingerprint": fp})
+        save_tensors(kept, state, metadata={"fingerprint": fp})
         where = f"its weights are kept in {kept} (teacher.checkpoint takes them, epochs: 0)"
-    except OSError:
-        kept.unlink(missing_ok=True)
+    except WriteFailed:
         where = "its weights could not be kept anywhere"
     return (
-        f"the trained teacher could not be saved in {directory} ({exc.strerror or exc}); "
-        f"{where}. Free space or choose another teacher.cache_dir"
+        f"the trained teacher could not be saved in {directory} ({exc}); {where}. Free space "
+        "or choose another teacher.cache_dir"
     )
 
 

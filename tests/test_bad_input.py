@@ -686,9 +686,13 @@ def _damage(run: Path, damage: str) -> None:
         shutil.rmtree(run / "models")
     elif damage == "deep run.json":
         runjson.write_text("[" * 100_000 + "]" * 100_000)
-    elif damage == "pareto.json a folder":
-        pareto.unlink()
-        pareto.mkdir()
+    elif damage.endswith(" a folder"):
+        path = run / damage.removesuffix(" a folder")
+        path.unlink()
+        path.mkdir()
+    elif damage == "models a file":
+        shutil.rmtree(run / "models")
+        (run / "models").write_text("not a folder")
     elif damage != "none":
         raise AssertionError(damage)
 
@@ -798,6 +802,7 @@ RUN_CASES: list[tuple[str, list[str], str]] = [
     ("no models", ["report", "{run}"], "are missing:"),
     ("no models", ["pick", "{run}"], "are missing:"),
     ("none", ["pick", "{run}", "--out", "."], "--out . is no new folder"),
+    ("none", ["pick", "{run}", "--out", "/proc/automl/model"], "cannot write /proc/automl:"),
     # hand-edited or damaged run documents (item 11)
     ("format null", ["report", "{run}"], "run.json is not a RunDocument of this tool (format:"),
     ("format a string", ["pick", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
@@ -805,7 +810,11 @@ RUN_CASES: list[tuple[str, list[str], str]] = [
     ("config a list", RESUME, "run.json is not a RunDocument of this tool (config"),
     ("front an int", ["report", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
     ("deep run.json", ["report", "{run}"], "run.json is not a RunDocument: it nests too deeply"),
-    ("pareto.json a folder", ["report", "{run}"], "pareto.json is a folder, not a file"),
+    ("pareto.json a folder", ["report", "{run}"], "pareto.json is a folder where the run's"),
+    ("trials.csv a folder", RESUME, "trials.csv is a folder where the run's file belongs"),
+    ("trials.csv a folder", ["pick", "{run}"], "trials.csv is a folder where the run's file"),
+    ("models a file", ["report", "{run}"], "models is a file where the run's folder belongs"),
+    ("models a file", RESUME, "models is a file where the run's folder belongs"),
 ]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import glob
-import json
 import os
 import shutil
 import tempfile
@@ -30,8 +29,9 @@ from automl.deploy.onnx import INPUT_NAME, OUTPUT_NAME, session
 from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.experiment import library_versions
+from automl.files import WriteFailed, write_file, write_json
 from automl.measure import batch_of, interleaved_latency_ms
-from automl.paths import file_in_the_way
+from automl.paths import file_in_the_way, missing_folders, remove_empty
 from automl.run.documents import FrontMember
 from automl.run.finished import SearchRun
 from automl.run.lock import run_lock
@@ -66,6 +66,14 @@ def check_out_dir(out: Path) -> None:
     blocked = file_in_the_way(out)
     if blocked is not None:
         raise UserError(f"--out {out}: {blocked} is a file, not a folder; choose another --out")
+    made = missing_folders(out.parent)
+    try:  # a folder can be made there: not a read-only mount, not /proc
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.probe.")).rmdir()
+    except OSError as exc:
+        raise WriteFailed(Path(exc.filename or out), exc) from None
+    finally:
+        remove_empty(made)
 
 
 def remove_stale_staging(out: Path) -> list[Path]:
@@ -110,12 +118,25 @@ def _export(
 ) -> dict[str, Any]:
     check_out_dir(out)
     member = run.member(trial)
-    data = run.load_data()
-    model, arch = run.load_model(member, data)
+    made = missing_folders(out.parent)
+    try:
+        return _staged(run, member, out, settings, command)
+    except OSError as exc:  # the folder cannot be written: a read-only mount, /proc, ...
+        raise WriteFailed(Path(exc.filename or out), exc) from None
+    finally:
+        remove_empty(made)  # the export's parents stay only around a finished export
+
+
+def _staged(
+    run: SearchRun, member: FrontMember, out: Path, settings: MeasureSettings, command: str
+) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(out)
+    trial = member.trial
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
         (Path(tmp) / OWNER).write_text(f"{os.getpid()}\n")
+        data = run.load_data()
+        model, arch = run.load_model(member, data)
         stage = Path(tmp) / "export"
         stage.mkdir()
         fp32 = Path(tmp) / "fp32.onnx"
@@ -135,7 +156,7 @@ def _export(
             head(data.test, max(settings.batch_sizes)),
             settings,
         )
-        shutil.copyfile(run.run_dir.path / member.weights, stage / "model.safetensors")
+        write_file(stage / "model.safetensors", run.weights_of(member).read_bytes())
         teacher = run.config.teacher
         _, stages = skeleton(
             arch,
@@ -148,10 +169,10 @@ def _export(
         packed = write_packed(
             stage / "model.packed", model, stages, arch, {"trial": trial, "teacher": teacher.model}
         )
-        (stage / "architecture.json").write_text(arch.model_dump_json(indent=2) + "\n")
+        write_file(stage / "architecture.json", arch.model_dump_json(indent=2) + "\n")
         card = _card(run, member, arch, form, dep, latency, data, command, packed)
-        (stage / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        (stage / "card.md").write_text(card_markdown(card))
+        write_json(stage / "card.json", card)
+        write_file(stage / "card.md", card_markdown(card))
         if out.exists():
             out.rmdir()  # empty, checked above
         os.replace(stage, out)

@@ -23,6 +23,7 @@ import torch
 from automl.data.bundle import head
 from automl.deploy.check import DeployedOnnx, ExportCheckFailed, deploy_onnx
 from automl.deploy.onnx import INPUT_NAME, session
+from automl.files import write_file
 from automl.measure import batch_of, interleaved_latency_ms, torch_threads
 from automl.objectives import OBJECTIVES
 from automl.pareto import knee_point, rank_correlation
@@ -34,7 +35,6 @@ from automl.run.documents import (
     Measurement,
     ParetoDocument,
     TeacherFigures,
-    write_atomic,
 )
 from automl.run.finished import SearchRun
 from automl.run.layout import trial_key
@@ -240,6 +240,6 @@ def rebuild_report(
         pareto = remeasure(run, settings, say)
         run.run_dir.write_pareto(pareto)
         page = build_report(pareto, run.run_dir.read_trial_points(), report_title(run.config.name))
-        write_atomic(run.run_dir.report_html, page)
+        write_file(run.run_dir.report_html, page)
     run.pareto = pareto
     return pareto

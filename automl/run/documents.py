@@ -12,7 +12,6 @@ and resume as they did.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -23,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from automl.compress import LEGACY_TECHNIQUES
 from automl.config import ExperimentConfig
 from automl.errors import UserError
+from automl.files import write_json
 from automl.objectives import OBJECTIVES, REFERENCE_POINT, normalised, normalised_space
 from automl.pareto import hypervolume, non_dominated
 from automl.trial import Scores, TrialRecord
@@ -296,16 +296,8 @@ def read_document(path: Path, kind: type[Doc]) -> Doc:
         ) from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a file beside it, so a killed process never leaves half a
-    file (every file of a run directory is written this way)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, newline="")  # as given: the CSV writer chose its line ends
-    os.replace(tmp, path)
-
-
 def write_document(path: Path, doc: BaseModel) -> None:
-    write_atomic(path, json.dumps(doc.model_dump(mode="json", exclude_none=True), indent=2) + "\n")
+    write_json(path, doc.model_dump(mode="json", exclude_none=True))
 
 
 def front_of(records: list[TrialRecord], teacher: TeacherFigures) -> list[TrialRecord]:

@@ -32,6 +32,7 @@ from automl.config import TrainingConfig
 from automl.controllers import study as studies
 from automl.errors import UserError
 from automl.experiment import Experiment, prepare
+from automl.files import write_file
 from automl.pareto import rank_correlation
 from automl.run.documents import (
     Finalized,
@@ -39,7 +40,6 @@ from automl.run.documents import (
     ParetoDocument,
     pareto_document,
     read_document,
-    write_atomic,
     write_document,
 )
 from automl.run.estimate import duration
@@ -177,7 +177,7 @@ def _finalize(
             stale.with_suffix(".json").unlink(missing_ok=True)
     run_dir.write_pareto(pareto)
     page = build_report(pareto, run_dir.read_trial_points(), report_title(config.name))
-    write_atomic(run_dir.report_html, page)
+    write_file(run_dir.report_html, page)
     return pareto
 
 

@@ -107,9 +107,8 @@ def open_search_run(path: Path) -> SearchRun:
     run_dir = RunDir(path)
     if not run_dir.path.is_dir():
         raise UserError(f"no run directory at {run_dir.path}")
+    run_dir.check_kinds()
     for file in (run_dir.run_json, run_dir.pareto_json):
-        if file.is_dir():
-            raise UserError(f"{file} is a folder, not a file: restore the run's {file.name}")
         if not file.is_file():
             raise UserError(
                 f"{file} is missing: {run_dir.path} is not a finished search run "

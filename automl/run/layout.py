@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from automl.controllers.study import StudyRef
+from automl.errors import UserError
+from automl.files import write_file
 from automl.run.documents import (
     ParetoDocument,
     RunDocument,
     read_document,
-    write_atomic,
     write_document,
 )
 from automl.trial import TrialRecord, TrialResult
@@ -29,6 +30,10 @@ from automl.trial import TrialRecord, TrialResult
 RESULT_COLUMNS = [
     name for name in TrialResult.model_fields if name not in ("test_accuracy", "epochs")
 ]  # test accuracy is shown for the front only
+
+
+FILES = ("run.json", "study.db", "trials.csv", "pareto.json", "report.html")
+FOLDERS = ("models", "onnx", "export")
 
 
 def trial_key(number: int) -> str:
@@ -51,9 +56,28 @@ class RunDir:
     def artefacts(self) -> list[Path]:
         """What a search, finalize, report or pick wrote here that exists now (a folder that
         holds any of these holds a run, finished or not)."""
-        names = ("run.json", "study.db", "trials.csv", "pareto.json", "report.html")
-        folders = ("models", "onnx", "export")
-        return [self.path / n for n in (*names, *folders) if (self.path / n).exists()]
+        found = [self.path / n for n in FILES if (self.path / n).exists()]
+        for name in FOLDERS:  # an empty one holds nothing to lose
+            folder = self.path / name
+            if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+                found.append(folder)
+        return found
+
+    def check_kinds(self) -> None:
+        """Raise UserError naming the first part of the layout that exists as the wrong kind
+        (a folder where a file belongs, or the reverse), before a command works on the run."""
+        for name in FILES:
+            if (self.path / name).is_dir():
+                raise UserError(
+                    f"{self.path / name} is a folder where the run's file belongs; restore "
+                    "the file or move the folder away"
+                )
+        for name in FOLDERS:
+            if (self.path / name).exists() and not (self.path / name).is_dir():
+                raise UserError(
+                    f"{self.path / name} is a file where the run's folder belongs; restore "
+                    "the folder or move the file away"
+                )
 
     def study(self, name: str) -> StudyRef:
         return StudyRef(self.study_db, name, self.path)
@@ -108,7 +132,7 @@ class RunDir:
                 row.update({k: getattr(r.result, k) for k in RESULT_COLUMNS})
             row.update(r.extra)
             writer.writerow(row)
-        write_atomic(self.trials_csv, text.getvalue())
+        write_file(self.trials_csv, text.getvalue())
 
     def prune_weights(self, keep: set[int]) -> None:
         """Delete saved weights of trials that are no longer on the front."""

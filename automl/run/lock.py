@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from automl.errors import UserError
+from automl.paths import missing_folders, remove_empty
 
 LOCK_NAME = ".lock"
 
@@ -36,7 +37,7 @@ def run_lock(run_path: Path) -> Iterator[None]:
         finally:
             _held[key] -= 1
         return
-    created = _missing_folders(key)
+    created = missing_folders(key)
     key.mkdir(parents=True, exist_ok=True)
     fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -61,21 +62,10 @@ def run_lock(run_path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock; the file stays (deleting it would race a waiter)
 
 
-def _missing_folders(path: Path) -> list[Path]:
-    """`path` and those of its parents that do not exist yet, nearest first."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
 def _remove_empty(created: list[Path]) -> None:
-    """Remove the lock, then the folders this process created for it, nearest first, while
-    they are empty."""
+    """Remove the lock, then the folders this process created for it while they are empty."""
     try:
         (created[0] / LOCK_NAME).unlink()
-        for folder in created:
-            folder.rmdir()
     except OSError:
-        pass  # another process took it meanwhile, or wrote beside it
+        return  # another process took it meanwhile
+    remove_empty(created)

@@ -19,6 +19,7 @@ from automl.controllers.base import ControllerTimes, SearchProgress
 from automl.data import DataBundle
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
+from automl.files import WriteFailed, write_file
 from automl.measure import macs_and_params
 from automl.paths import file_in_the_way
 from automl.run.documents import (
@@ -28,7 +29,6 @@ from automl.run.documents import (
     Session,
     TeacherFigures,
     pareto_document,
-    write_atomic,
 )
 from automl.run.estimate import at_once, estimate
 from automl.run.finalize import finalize
@@ -218,6 +218,8 @@ def open_run(config: ExperimentConfig, resume: bool) -> RunDir:
         raise UserError(
             f"run directory {run_dir.path}: {blocked} is a file; choose another --out or --name"
         )
+    if resume:
+        run_dir.check_kinds()
     found = run_dir.artefacts()
     if not resume and found:
         held = ", ".join(p.name for p in found)
@@ -274,7 +276,15 @@ def run_search(
     wall_start = time.perf_counter()
     run_dir = open_run(config, resume)
     with run_lock(run_dir.path):
-        return _search(config, resume, progress, run_dir, wall_start, with_estimate)
+        try:
+            return _search(config, resume, progress, run_dir, wall_start, with_estimate)
+        except WriteFailed as exc:  # a full disk, a read-only mount: the study keeps the trials
+            if not run_dir.run_json.is_file():
+                raise  # the run had not begun: the same command starts it
+            raise UserError(
+                f"{exc}. The trials finished so far are kept in {run_dir.path}; then continue "
+                "with --resume"
+            ) from None
 
 
 def _search(
@@ -361,10 +371,11 @@ def _search(
             f"{exc}. The trials so far are kept in {run_dir.path}: remove the cause, then "
             "--resume (or raise search.max_failed_trials)"
         ) from None
+
     records = controller.records()
     on_records(records)
     pareto = pareto_document(records, figures, run_dir.weights_name)
-    write_atomic(
+    write_file(
         run_dir.report_html, build_report(pareto, trial_points(records), report_title(config.name))
     )
     doc.sessions.append(

@@ -39,6 +39,7 @@ from automl.compress._criteria import known_criterion
 from automl.compress.channels import ChannelsParams
 from automl.errors import UserError
 from automl.experiment import Experiment
+from automl.files import write_file
 from automl.stages import Stage, drop_blocks
 from automl.training import accuracy, fit
 from automl.trial import TrialContext
@@ -120,7 +121,7 @@ def sensitivity(
             if found.teacher_fingerprint == exp.teacher.card.fingerprint:
                 return found, path
     result = run_scan(exp, criterion, epochs, keeps)
-    path.write_text(result.model_dump_json(indent=2) + "\n")
+    write_file(path, result.model_dump_json(indent=2) + "\n")
     plot(result, path.with_suffix(".html"))
     return result, path
 
@@ -247,7 +248,7 @@ def plot(scan: SensitivityScan, path: Path) -> Path:
         template="plotly_white",
         height=480,
     )
-    path.write_text(fig.to_html(full_html=True, include_plotlyjs=True))
+    write_file(path, fig.to_html(full_html=True, include_plotlyjs=True))
     return path
 
 

@@ -7,7 +7,6 @@ dropped blocks), then every layer resized to the shapes stored in the file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import nn
 
+from automl.files import write_file, write_json
 from automl.stages import Stage, find_stages
 from automl.student.build import restore_structure
 from search_spaces import Architecture
@@ -30,9 +30,8 @@ def student_bytes(model: nn.Module, arch: Architecture) -> bytes:
 def write_student(path: Path, weights: bytes, arch: Architecture, meta: dict[str, Any]) -> None:
     """Write `weights` (from student_bytes) to `path` and its architecture and `meta` to `path`
     with .json beside it."""
-    path.write_bytes(weights)
-    doc = {"architecture": arch.model_dump(mode="json"), **meta}
-    path.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
+    write_file(path, weights)
+    write_json(path.with_suffix(".json"), {"architecture": arch.model_dump(mode="json"), **meta})
 
 
 def save_student(path: Path, model: nn.Module, arch: Architecture, meta: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from torch import nn
 from automl.compress import Student, techniques_in_order
 from automl.compress._base import TensorCost, index_bits
 from automl.compress.weight_quant import code_scales
+from automl.files import write_file
 from automl.stages import Stage
 from automl.student.build import tensor_costs
 from automl.student.files import fill_state, skeleton
@@ -197,7 +198,7 @@ def write_packed(
 ) -> int:
     """Write the packed file of a deployed student to `path`; returns its size in bytes."""
     data = pack_student(model, stages, arch, meta)
-    path.write_bytes(data)
+    write_file(path, data)
     return len(data)
 
 

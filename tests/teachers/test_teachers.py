@@ -295,14 +295,16 @@ def test_a_teacher_the_cache_cannot_take_is_kept_where_the_message_says(
 
     data = tiny.data
     spec = tiny.config.teacher.model_copy(update={"cache_dir": tmp_path / "cache", "epochs": 1})
-    real_save = save_file
+    from automl import files
 
-    def full_disk(tensors, filename, metadata=None):
-        if str(filename).startswith(str(tmp_path / "cache")):
+    real_write = files._write_bytes
+
+    def full_disk(path, data):
+        if str(path).startswith(str(tmp_path / "cache")):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        real_save(tensors, filename, metadata=metadata)
+        real_write(path, data)
 
-    monkeypatch.setattr("teachers.cache.save_file", full_disk)
+    monkeypatch.setattr(files, "_write_bytes", full_disk)
     monkeypatch.setattr("teachers.cache.tempfile.tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     with pytest.raises(UserError) as caught:
