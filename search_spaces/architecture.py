@@ -53,7 +53,10 @@ class Architecture(BaseModel):
     def _validate_technique_values(cls, raw: Any) -> Any:
         if not isinstance(raw, dict):
             return raw
-        techniques = techniques_in_order(list(raw.get("techniques", LEGACY_TECHNIQUES)))
+        names = raw.get("techniques", LEGACY_TECHNIQUES)
+        if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"techniques: a list of technique names, got {str(names)[:100]!r}")
+        techniques = techniques_in_order(list(names))
         stages = raw.get("stages")
         if not isinstance(stages, list | tuple) or not all(isinstance(s, dict) for s in stages):
             return raw  # the field validation names the problem

@@ -122,8 +122,10 @@ class SearchSpaceConfig(BaseModel):
         from search_spaces import SEARCH_SPACES
 
         name = raw.get("name", "stagewise")
-        if name not in SEARCH_SPACES:
-            raise ValueError(f"unknown search space {name!r}; registered: {sorted(SEARCH_SPACES)}")
+        if not isinstance(name, str) or name not in SEARCH_SPACES:
+            raise ValueError(
+                f"unknown search space {str(name)[:100]!r}; registered: {sorted(SEARCH_SPACES)}"
+            )
         merged = {**SEARCH_SPACES[name], **raw}
         own = {k: v for k, v in merged.items() if k in _OWN_FIELDS}
         dims = {**own.pop("dimensions", {}), **{k: v for k, v in merged.items() if k not in own}}

@@ -63,7 +63,7 @@ def _where(cls: type) -> str:
 def get_technique(name: str) -> Technique:
     try:
         return _TECHNIQUES[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: a list or a mapping, no name
         raise ValueError(
             f"unknown compression technique {name!r}; registered: {list_techniques()}"
         ) from None
