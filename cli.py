@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
-import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -157,38 +155,32 @@ def search(
     ] = None,
 ) -> None:
     """Search for students and write the run directory (study, trials, Pareto front, report)."""
+    import automl
     from automl.errors import UserError
-    from automl.run.search import resume_config, resume_conflicts, run_search
 
+    flags = {
+        "budget": budget,
+        "epochs": epochs,
+        "seed": seed,
+        "sampler": sampler,
+        "out": out,
+        "name": name,
+        "backend": backend,
+        "address": address,
+        "max_concurrent": max_concurrent,
+        "cpus_per_trial": cpus_per_trial,
+        "gpus_per_trial": gpus_per_trial,
+        "early_stop": early_stop,
+    }
     cfg = None
     try:
-        overrides = {
-            "search.budget": budget,
-            "training.epochs": epochs,
-            "seed": seed,
-            "search.sampler": sampler,
-            "out": out,
-            "name": name,
-            "search.backend": backend,
-            "ray.address": address,
-            "ray.max_concurrent": max_concurrent,
-            "ray.cpus_per_trial": cpus_per_trial,
-            "ray.gpus_per_trial": gpus_per_trial,
-            "search.early_stop": early_stop,
-        }
-        cfg = _load(config, overrides)  # a new run's config; with --resume, what it asks for
+        # a new run's config; with --resume, what the command asks for
+        cfg = automl.experiment_config(config, overrides=flags, as_flags=True)
         if resume:
             requested = cfg if config is not None else None
-            cfg = resume_config(cfg.run_dir, budget, address)
-            conflicts = resume_conflicts(cfg, overrides, requested)
-            if conflicts:
-                _fail(
-                    "--resume continues a run with its own config, which differs from this "
-                    f"command's: {'; '.join(conflicts)}. Drop those flags, or start a new run "
-                    "with another --name or --out (only --budget may raise the budget, and "
-                    "--address point a Ray run at its cluster)"
-                )
-        summary = run_search(cfg, resume=resume, with_estimate=True)
+            run = automl.resume(cfg.run_dir, requested=requested, **flags)
+        else:
+            run = automl.search(cfg)
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
@@ -200,6 +192,8 @@ def search(
                 "that finished training comes from its cache)"
             )
         raise typer.Exit(130) from None
+    summary = run.summary
+    assert summary is not None
     stdout.print(
         f"done: {summary.completed} trials, front of {summary.front_size}, hypervolume "
         f"{summary.hypervolume:.4f}, {summary.wall_seconds:.0f} s "
@@ -244,19 +238,18 @@ def finalize(
 ) -> None:
     """Retrain the front of a proxy search on every training image for training.final_epochs,
     rebuild the front on those figures and report the proxy's rank correlation (resumable)."""
+    import automl
     from automl.errors import UserError
-    from automl.run.finalize import finalize as run_finalize
-    from automl.run.finished import open_search_run
 
     try:
-        pareto = run_finalize(open_search_run(run_path), _say, params_limits=params_limit)
+        run = automl.finalize(run_path, params_limit, _say)
     except UserError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         stderr.print("interrupted; retrained models are kept. Run finalize again to go on.")
         raise typer.Exit(130) from None
-    if pareto.finalized is not None:
-        _print_finalized(pareto.finalized)
+    if run.finalized is not None:
+        _print_finalized(run.finalized)
 
 
 @app.command()
@@ -364,13 +357,6 @@ BatchOpt = Annotated[
 RoundsOpt = Annotated[int, typer.Option("--rounds", min=1, help="interleaved timing rounds")]
 
 
-def _settings(run, batch: int, rounds: int):
-    from automl.deploy.remeasure import MeasureSettings
-
-    sizes = (1,) if batch == 1 else (1, batch)
-    return MeasureSettings(batch_sizes=sizes, rounds=rounds, threads=run.config.latency.threads)
-
-
 def _say(message: str) -> None:
     stderr.print(message, highlight=False, markup=False)
 
@@ -379,15 +365,14 @@ def _say(message: str) -> None:
 def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> None:
     """Re-measure the front and the teacher together (PyTorch and ONNX Runtime, batch 1 and
     --batch), then rewrite pareto.json and report.html."""
-    from automl.deploy.remeasure import rebuild_report
+    import automl
     from automl.errors import UserError
-    from automl.run.finished import open_search_run
 
     try:
-        run = open_search_run(run_path)
-        pareto = rebuild_report(run, _settings(run, batch, rounds), _say)
+        run = automl.open_run(run_path).report(automl.MeasureOptions(batch, rounds), _say)
     except UserError as exc:
         _fail(str(exc))
+    pareto = run.pareto
     _print_front(pareto)
     tau = pareto.measurement.search_rank_tau if pareto.measurement else None
     if tau is not None:
@@ -396,7 +381,7 @@ def report(run_path: RunArg, batch: BatchOpt = 32, rounds: RoundsOpt = 7) -> Non
             f"({run.config.latency.runtime}, the runtime the search timed; 1: the same order)",
             highlight=False,
         )
-    stdout.print(f"rewrote {run.run_dir.pareto_json} and {run.run_dir.report_html}")
+    stdout.print(f"rewrote {run.path / 'pareto.json'} and {run.path / 'report.html'}")
 
 
 def _print_front(pareto: ParetoDocument) -> None:
@@ -459,60 +444,25 @@ def pick(
 ) -> None:
     """Pick the most accurate front model within the limits and export it (ONNX, weights,
     architecture, model card). Exit status 1 when no model fits."""
+    import automl
     from automl.deploy.check import ExportCheckFailed
-    from automl.deploy.export import check_out_dir, export_trial
-    from automl.deploy.pick import Constraints, choose
-    from automl.deploy.remeasure import rebuild_report
+    from automl.deploy.export import check_out_dir
+    from automl.deploy.pick import Constraints
     from automl.errors import UserError
-    from automl.run.finished import open_search_run
-    from automl.run.layout import trial_key
 
-    constraints = Constraints(max_latency_ms, max_size_kb, min_accuracy)
-    if trial is not None and constraints != Constraints():
-        _fail("--trial picks one model by number; drop the other constraints")
-    for flag, value in (("--max-latency-ms", max_latency_ms), ("--max-size-kb", max_size_kb)):
-        if value is not None and not 0 < value < math.inf:
-            _fail(f"{flag} must be a positive number, got {value}")
-    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
-        _fail(f"--min-accuracy is a fraction in [0, 1], got {min_accuracy}")
     try:
-        run = open_search_run(run_path)
+        automl.check_constraints(Constraints(max_latency_ms, max_size_kb, min_accuracy), trial)
+        run = automl.open_run(run_path)
         if trial is not None:
             run.member(trial)
         if out is not None:
-            check_out_dir(out)
-        settings = _settings(run, batch, rounds)
-        if not all(m.measured_latency_ms is not None for m in run.front):
-            _say("the front has not been re-measured yet; running `report` first")
-            rebuild_report(run, settings, _say)
-        if trial is None:
-            choice = choose(run.front, constraints)
-            if choice.picked is None:
-                lines = [f"no front model meets {constraints.describe()}; closest:"]
-                for f, miss in choice.closest:
-                    misses = ", ".join(
-                        f"accuracy by {100 * v:.1f} points" if k == "accuracy" else f"{k} +{v:.0%}"
-                        for k, v in miss.items()
-                        if v
-                    )
-                    lines.append(f"  {f.describe()}  (misses {misses})")
-                stderr.print("\n".join(lines), highlight=False, markup=False)
-                raise typer.Exit(1)
-            trial = choice.picked.trial
-        out = out or run.run_dir.path / "export" / trial_key(trial)
-        command = shlex.join(  # absolute paths: it works from any directory
-            [
-                "python",
-                str(Path(__file__).resolve()),
-                "train",
-                str((out / "architecture.json").resolve()),
-                "--run",
-                str(run.run_dir.path.resolve()),
-                "--seed",
-                str(run.trial_seed(trial)),
-            ]
-        )
-        card = export_trial(run, trial, out, settings, command)
+            check_out_dir(out)  # before `report` may run: a refusal writes nothing
+        measure = automl.MeasureOptions(batch, rounds)
+        picked = run.pick(max_latency_ms, max_size_kb, min_accuracy, trial, measure, _say)
+        card = picked.export(out)
+    except automl.NoModelFits as exc:
+        stderr.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(1) from None
     except UserError as exc:
         _fail(str(exc))
     except ExportCheckFailed as exc:
@@ -521,10 +471,11 @@ def pick(
     m = card["metrics"]
     lat = card["onnxruntime_latency_ms"]["model.onnx"]
     stdout.print(
-        f"picked trial {trial} ({constraints.describe()}): val {m['val_accuracy']:.4f}, "
-        f"test {m['test_accuracy']:.4f} (ONNX Runtime {m['onnx_test_accuracy']:.4f}), "
-        f"{card['format']} model.onnx {m['onnx_bytes'] / 1000:.1f} kB, "
-        f"{lat['batch_1']:.3f} ms at batch 1\nexported to {out}",
+        f"picked trial {picked.trial} ({picked.constraints.describe()}): val "
+        f"{m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f} (ONNX Runtime "
+        f"{m['onnx_test_accuracy']:.4f}), {card['format']} model.onnx "
+        f"{m['onnx_bytes'] / 1000:.1f} kB, {lat['batch_1']:.3f} ms at batch 1\n"
+        f"exported to {picked.folder}",
         highlight=False,
     )
 

@@ -325,7 +325,8 @@ class ExperimentConfig(Strict):
         return self.out if self.out is not None else Path("runs") / self.name
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `dotted` (`search.budget`) in a raw config mapping, making sections as needed."""
     node = raw
     *parents, leaf = dotted.split(".")
     for key in parents:
@@ -433,18 +434,26 @@ def validate_config(
 
 
 def load_config(
-    path: Path | None = None, overrides: dict[str, Any] | None = None
+    path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    said_as: dict[str, str] | None = None,
 ) -> ExperimentConfig:
     """Load `path` (default configs/digits.yaml), apply dotted-key overrides (the command's
-    flags: `search.budget` is `--budget`), validate."""
+    flags), validate. An error names an override as `said_as` does (dotted key -> how the
+    user wrote it), else as the flag `--budget` for `search.budget`."""
     path = path or DEFAULT_CONFIG
     raw = read_yaml(path)
     flags = {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(raw, dotted, value)
-            flags[dotted] = "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
+            set_dotted(raw, dotted, value)
+            flags[dotted] = (said_as or {}).get(dotted) or flag_of(dotted)
     return validate_config(raw, str(path), flags)
+
+
+def flag_of(dotted: str) -> str:
+    """The command-line flag that sets a config key: `--budget` for `search.budget`."""
+    return "--" + dotted.rsplit(".", 1)[-1].replace("_", "-")
 
 
 def format_validation_error(
