@@ -318,6 +318,12 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
         "data.root: {tmp} holds neither CIFAR-10",
     ),
     (
+        "image folder of three images a class",
+        {"data": {"type": "image_folder", "root": "{inputs}/three_each"}},
+        [],
+        "data: 9 images in 3 classes (the smallest has 3) cannot be split by class",
+    ),
+    (
         "image folder of one class",
         {"data": {"type": "image_folder", "root": "{inputs}/one_class"}},
         [],
@@ -387,6 +393,10 @@ def inputs(tmp_path_factory) -> Path:
         (root / "idx" / name).write_bytes(noise)
     (root / "one_class" / "cats").mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(root / "one_class" / "cats" / "0.png")
+    for name in ("cats", "dogs", "owls"):  # passes "at least 3 a class", splits into none
+        (root / "three_each" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(root / "three_each" / name / f"{i}.png")
     torch.save(timm.create_model("resnet10t", num_classes=10).state_dict(), root / "resnet10t.pt")
     return root
 

@@ -9,6 +9,7 @@ from the training images, stratified by label.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -163,14 +164,33 @@ def head(split: Images, n: int) -> torch.Tensor:
 def stratified_indices(
     labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Split indices into train/val/test, stratified by label, reproducible from `seed`."""
+    """Split indices into train/val/test, stratified by label, reproducible from `seed`; a
+    UserError when a split would miss a class (too few images for the fractions)."""
     idx = np.arange(len(labels))
-    rest, test = train_test_split(idx, test_size=test_fraction, stratify=labels, random_state=seed)
-    val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(
-        rest, test_size=val_share, stratify=labels[rest], random_state=seed + 1
-    )
+    with _splittable(labels, val_fraction, test_fraction):
+        rest, test = train_test_split(
+            idx, test_size=test_fraction, stratify=labels, random_state=seed
+        )
+        val_share = val_fraction / (1.0 - test_fraction)
+        train, val = train_test_split(
+            rest, test_size=val_share, stratify=labels[rest], random_state=seed + 1
+        )
     return np.sort(train), np.sort(val), np.sort(test)
+
+
+@contextlib.contextmanager
+def _splittable(labels: np.ndarray, *fractions: float) -> Iterator[None]:
+    """scikit-learn's refusal of a stratified split as one message with what to change."""
+    try:
+        yield
+    except ValueError as exc:
+        counts = np.bincount(labels.astype(np.int64))
+        shown = " and ".join(f"{f:g}" for f in fractions)
+        raise UserError(
+            f"data: {len(labels)} images in {np.count_nonzero(counts)} classes (the smallest "
+            f"has {counts[counts > 0].min()}) cannot be split by class into fractions {shown} "
+            f"({exc}); add images to the small classes or raise data.val_fraction"
+        ) from None
 
 
 def stratified_subset(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -250,9 +270,10 @@ def build_bundle(
 def _carve_validation(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    train, val = train_test_split(
-        np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
-    )
+    with _splittable(labels, fraction):
+        train, val = train_test_split(
+            np.arange(len(labels)), test_size=fraction, stratify=labels, random_state=seed
+        )
     return np.sort(train), np.sort(val)
 
 

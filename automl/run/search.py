@@ -150,11 +150,16 @@ def resume_conflicts(
     ]
 
 
+# where things are, not what they are: a run moved to another machine may name other paths
+# (the data's and the teacher's fingerprints still check what is found there)
+RELOCATABLE = ("data.root", "teacher.cache_dir")
+
+
 def recipe_of(config: ExperimentConfig) -> dict[str, Any]:
     """The config as run.json records what a run began with: flat, less what a resume may
-    change (`RESUMABLE`)."""
+    change (`RESUMABLE`, `RELOCATABLE`)."""
     flat = _flat(config.model_dump(mode="json"))
-    return {k: v for k, v in flat.items() if k not in RESUMABLE}
+    return {k: v for k, v in flat.items() if k not in RESUMABLE + RELOCATABLE}
 
 
 def check_unchanged(previous: RunDocument, config: ExperimentConfig, data: DataBundle) -> None:
@@ -162,11 +167,7 @@ def check_unchanged(previous: RunDocument, config: ExperimentConfig, data: DataB
     with, else a UserError names what changed (trials of two worlds in one study would be
     compared as one, and the front's weights pruned by the wrong figures)."""
     where = "the run directory's run.json"
-    if previous.recipe is None:
-        # written before runs recorded their recipe: its teacher fingerprint may be of an
-        # older formula, so only the data are checked (this session records the recipe)
-        log.info("%s records no recipe (an older run); its config is taken as it is", where)
-    else:
+    if previous.recipe is not None:
         now = recipe_of(config)
         changed = [
             f"{key} was {previous.recipe[key]!r}, is {now[key]!r}"
@@ -187,6 +188,9 @@ def check_unchanged(previous: RunDocument, config: ExperimentConfig, data: DataB
             "data set, or start a new search with another --name or --out"
         )
     if previous.recipe is None:
+        # written before runs recorded their recipe: its teacher fingerprint may be of an
+        # older formula, so only the data are checked (this session records the recipe)
+        log.info("%s records no recipe (an older run); its config is taken as it is", where)
         return
     teacher = teacher_fingerprint(config.teacher, data)
     if teacher != previous.teacher.fingerprint:

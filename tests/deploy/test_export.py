@@ -82,7 +82,8 @@ def test_a_failed_export_leaves_no_folder(searched_run, tmp_path, monkeypatch):
     nothing_passes(monkeypatch)
     with pytest.raises(ExportCheckFailed):
         export_trial(run, run.front[0].trial, tmp_path / "out" / "model", QUICK, "-")
-    assert list((tmp_path / "out").iterdir()) == []  # neither the folder nor its staging
+    # neither the folder nor its staging, nor the parent the export made for it
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_killed_exports_staging_folder_is_removed_and_a_live_ones_kept(tmp_path):
