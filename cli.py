@@ -94,6 +94,16 @@ def search(
     budget: Annotated[
         int | None, typer.Option(help=_of_config("trials to train", "search.budget"))
     ] = None,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help=_of_config(
+                "time the search may take, finalize included (90s, 30m, 2h); with --budget, "
+                "whichever comes first",
+                "search.time_budget",
+            )
+        ),
+    ] = None,
     epochs: Annotated[
         int | None,
         typer.Option(help=_of_config("distillation epochs per trial", "training.epochs")),
@@ -160,6 +170,7 @@ def search(
 
     flags = {
         "budget": budget,
+        "time_budget": time_budget,
         "epochs": epochs,
         "seed": seed,
         "sampler": sampler,
@@ -201,6 +212,8 @@ def search(
         f"run directory: {summary.run_dir}  (report.html, pareto.json, trials.csv, models/)",
         highlight=False,
     )
+    if summary.time_stop:
+        stdout.print(summary.time_stop, highlight=False)
     if summary.finalized is not None:
         _print_finalized(summary.finalized)
     hint = summary.gap_hint()

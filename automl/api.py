@@ -56,6 +56,7 @@ FLAGS: dict[str, str] = {
     "cpus_per_trial": "ray.cpus_per_trial",
     "gpus_per_trial": "ray.gpus_per_trial",
     "early_stop": "search.early_stop",
+    "time_budget": "search.time_budget",
 }
 CLI = str(Path(__file__).resolve().parent.parent / "cli.py")
 
@@ -330,12 +331,13 @@ def resume(
     **flags: Any,
 ) -> Run:
     """Continue the run at `path` with its stored config, to its budget or a larger `budget`
-    (`address`: the Ray cluster, if it moved). `requested` (a config) and `flags` (names of
-    `FLAGS`) that differ from the stored config are refused, each named; so is a run whose
-    config, data or teacher changed since it began."""
+    (`address`: the Ray cluster, if it moved; `time_budget=` the time it may take in all).
+    `requested` (a config) and `flags` (names of `FLAGS`) that differ from the stored config
+    are refused, each named; so is a run whose config, data or teacher changed since it
+    began."""
     from automl.run.search import resume_config, resume_conflicts, run_search
 
-    stored = resume_config(Path(path), budget, address)
+    stored = resume_config(Path(path), budget, address, flags.pop("time_budget", None))
     asked = {FLAGS.get(k, k): v for k, v in flags.items()}
     conflicts = resume_conflicts(stored, asked, requested)
     if conflicts:

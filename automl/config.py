@@ -11,6 +11,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -145,12 +146,24 @@ def _registered_backend(name: str) -> str:
     return name
 
 
+def _duration(value: Any) -> Any:
+    from automl.controllers.time_budget import parse_duration
+
+    return None if value is None else parse_duration(value)
+
+
 class SearchConfig(Strict):
-    """The controller: which sampler, how many completed trials."""
+    """The controller: which sampler, how many completed trials, how long."""
 
     budget: Annotated[
         int, Field(ge=1, description="trials to train (those early stopping stops count)")
     ] = 100
+    time_budget: Annotated[float | None, BeforeValidator(_duration)] = Field(
+        default=None,
+        description="seconds the search may take (90s, 30m, 2h), finalize included: no trial "
+        "starts that would not end in time; with budget, whichever comes first; a resume "
+        "counts the time already spent; null: no time limit",
+    )
     sampler: Annotated[str, AfterValidator(_registered_sampler)] = "tpe"
     backend: Annotated[str, AfterValidator(_registered_backend)] = "optuna"
     max_failed_trials: Annotated[

@@ -1,7 +1,18 @@
 """The bad-input corpus: each case is one command of `cli.py` run in this process (typer's
 runner) on a config, flag, file or run directory that is wrong, and each must end in one
 message naming the problem (exit status 2, no traceback) with nothing written and nothing of
-an existing run changed. Add a case with every new config field, flag or command."""
+an existing run changed. Add a case with every new config field, flag or command, to its
+class of fault:
+
+- `CASES`: a wrong config value, type or key (search); `TEACHER_CASES`: the teacher's;
+- config files that are no config (`test_a_config_file_that_is_no_config_is_named`: not text,
+  not YAML, a key twice, alias bombs, deep nesting, huge values);
+- `OTHER_COMMANDS`: wrong flags and files of the other commands;
+- on a copy of a finished run (`RUN_CASES`): `DAMAGED_DOCUMENTS`, `DAMAGED_LAYOUT`,
+  `CHANGED_WORLD` (resume), `OVERWRITES`, `UNWRITABLE`, `WRONG_REQUESTS`.
+
+Random mutations of configs and run documents are probed in `test_probe.py`, failing writes
+in `test_files.py` and `run/test_write_faults.py`."""
 
 from __future__ import annotations
 
@@ -736,8 +747,11 @@ def _edit(path: Path, dotted: str, value: Any) -> None:
 RESUME = ["search", "--resume", "--out", "{run}", "--budget", "6"]
 
 
-RUN_CASES: list[tuple[str, list[str], str]] = [
-    # (damage, arguments after the command with {run} and {tmp}, what the message must say)
+# Cases on a copy of a finished run, by class of fault: (damage, arguments after the command
+# with {run} and {tmp}, what the message must say). Add a case to its class.
+RunCase = tuple[str, list[str], str]
+
+DAMAGED_DOCUMENTS: list[RunCase] = [  # a crash, a disk or an editor broke a run document
     *[
         (damage, [command, "{run}"], needle)
         for damage, needle in (
@@ -749,49 +763,33 @@ RUN_CASES: list[tuple[str, list[str], str]] = [
         for command in ("report", "pick", "finalize")
     ],
     ("run.json of a newer format", ["report", "{run}"], "run.json is of format 99"),
-    (
-        "run.json of a newer format",
-        ["search", "--resume", "--out", "{run}", "--budget", "6"],
-        "run.json is of format 99",
-    ),
+    ("run.json of a newer format", RESUME, "run.json is of format 99"),
+    ("format null", ["report", "{run}"], "run.json is not a RunDocument of this tool (format:"),
+    ("format a string", ["pick", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
+    ("config a list", ["report", "{run}"], "run.json is not a RunDocument of this tool (config"),
+    ("config a list", RESUME, "run.json is not a RunDocument of this tool (config"),
+    ("front an int", ["report", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
+    ("deep run.json", ["report", "{run}"], "run.json is not a RunDocument: it nests too deeply"),
+]
+
+DAMAGED_LAYOUT: list[RunCase] = [  # a part of the run directory missing or of the wrong kind
     (
         "truncated study.db",
-        ["search", "--resume", "--out", "{run}", "--budget", "6"],
+        RESUME,
         "study.db cannot be read as an Optuna study (database disk image is malformed)",
     ),
-    (
-        "study.db of noise",
-        ["search", "--resume", "--out", "{run}", "--budget", "6"],
-        "study.db cannot be read as an Optuna study (file is not a database)",
-    ),
-    (
-        "no study.db",
-        ["search", "--resume", "--out", "{run}", "--budget", "6"],
-        "study.db is missing; the run's trials are recorded there",
-    ),
-    ("none", ["finalize", "{run}"], "is no proxy search: its students trained on every"),
-    ("none", ["pick", "{run}", "--trial", "999"], "trial 999 is not on the Pareto front"),
-    ("none", ["pick", "{run}", "--out", "{tmp}/a_file"], "a_file already exists and is not"),
-    ("none", ["pick", "{run}", "--out", "{tmp}/a_file/x"], "a_file is a file, not a folder"),
-    ("none", ["report", "{run}", "--batch", "2000"], "'--batch': Input should be less than"),
-    ("none", ["search", "--resume", "--out", "{run}", "--seed", "5"], "seed is 0 in the run, 5"),
-    (
-        "none",
-        ["search", "--resume", "--out", "{run}", "--budget", "2"],
-        "--resume --budget 2 is below the run's budget of 4 trials",
-    ),
-    (
-        "none",
-        ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
-        "already holds a run (run.json, study.db, trials.csv, pareto.json, report.html, models); "
-        "continue it with --resume",
-    ),
-    (
-        "none",
-        ["train", "{tmp}/one_stage.json", "--run", "{run}"],
-        "the architecture has 1 stages, the teacher 4",
-    ),
-    # a resume refuses a changed world before any work (issue 34, item 1)
+    ("study.db of noise", RESUME, "study.db cannot be read as an Optuna study (file is not a"),
+    ("no study.db", RESUME, "study.db is missing; the run's trials are recorded there"),
+    ("no models", ["report", "{run}"], "are missing:"),
+    ("no models", ["pick", "{run}"], "are missing:"),
+    ("pareto.json a folder", ["report", "{run}"], "pareto.json is a folder where the run's"),
+    ("trials.csv a folder", RESUME, "trials.csv is a folder where the run's file belongs"),
+    ("trials.csv a folder", ["pick", "{run}"], "trials.csv is a folder where the run's file"),
+    ("models a file", ["report", "{run}"], "models is a file where the run's folder belongs"),
+    ("models a file", RESUME, "models is a file where the run's folder belongs"),
+]
+
+CHANGED_WORLD: list[RunCase] = [  # a resume into a world that is not the run's
     (
         "teacher.epochs edited",
         RESUME,
@@ -803,28 +801,53 @@ RUN_CASES: list[tuple[str, list[str], str]] = [
     ("plugins edited", RESUME, "plugins was [], is ['tests.fault_technique']"),
     ("data changed", RESUME, "the data found now differ from the data the run began with"),
     ("teacher changed", RESUME, "the teacher's recipe differs from the one the run began"),
-    # results are never overwritten (items 3 and 5)
+    ("none", ["search", "--resume", "--out", "{run}", "--seed", "5"], "seed is 0 in the run, 5"),
+    (
+        "none",
+        ["search", "--resume", "--out", "{run}", "--budget", "2"],
+        "--resume --budget 2 is below the run's budget of 4 trials",
+    ),
+]
+
+OVERWRITES: list[RunCase] = [  # a command that would write over results it did not write
+    (
+        "none",
+        ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
+        "already holds a run (run.json, study.db, trials.csv, pareto.json, report.html, models); "
+        "continue it with --resume",
+    ),
     (
         "old results, no run.json or study.db",
         ["search", "--out", "{run}", "--config", "{run}/../c.yaml"],
         "already holds a run (trials.csv, pareto.json, report.html, models); its results",
     ),
-    ("no models", ["report", "{run}"], "are missing:"),
-    ("no models", ["pick", "{run}"], "are missing:"),
+    ("none", ["pick", "{run}", "--out", "{tmp}/a_file"], "a_file already exists and is not"),
     ("none", ["pick", "{run}", "--out", "."], "--out . is no new folder"),
+]
+
+UNWRITABLE: list[RunCase] = [  # an output path that cannot be written
+    ("none", ["pick", "{run}", "--out", "{tmp}/a_file/x"], "a_file is a file, not a folder"),
     ("none", ["pick", "{run}", "--out", "/proc/automl/model"], "cannot write /proc/automl:"),
-    # hand-edited or damaged run documents (item 11)
-    ("format null", ["report", "{run}"], "run.json is not a RunDocument of this tool (format:"),
-    ("format a string", ["pick", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
-    ("config a list", ["report", "{run}"], "run.json is not a RunDocument of this tool (config"),
-    ("config a list", RESUME, "run.json is not a RunDocument of this tool (config"),
-    ("front an int", ["report", "{run}"], "pareto.json is not a ParetoDocument of this tool"),
-    ("deep run.json", ["report", "{run}"], "run.json is not a RunDocument: it nests too deeply"),
-    ("pareto.json a folder", ["report", "{run}"], "pareto.json is a folder where the run's"),
-    ("trials.csv a folder", RESUME, "trials.csv is a folder where the run's file belongs"),
-    ("trials.csv a folder", ["pick", "{run}"], "trials.csv is a folder where the run's file"),
-    ("models a file", ["report", "{run}"], "models is a file where the run's folder belongs"),
-    ("models a file", RESUME, "models is a file where the run's folder belongs"),
+]
+
+WRONG_REQUESTS: list[RunCase] = [  # a request the run cannot meet
+    ("none", ["finalize", "{run}"], "is no proxy search: its students trained on every"),
+    ("none", ["pick", "{run}", "--trial", "999"], "trial 999 is not on the Pareto front"),
+    ("none", ["report", "{run}", "--batch", "2000"], "'--batch': Input should be less than"),
+    (
+        "none",
+        ["train", "{tmp}/one_stage.json", "--run", "{run}"],
+        "the architecture has 1 stages, the teacher 4",
+    ),
+]
+
+RUN_CASES = [
+    *DAMAGED_DOCUMENTS,
+    *DAMAGED_LAYOUT,
+    *CHANGED_WORLD,
+    *OVERWRITES,
+    *UNWRITABLE,
+    *WRONG_REQUESTS,
 ]
 
 

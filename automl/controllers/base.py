@@ -9,6 +9,7 @@ from typing import Protocol
 
 from automl.config import ExperimentConfig
 from automl.controllers.study import StudyRef
+from automl.controllers.time_budget import TimeBudget
 from automl.trial import TrialContext, TrialRecord, TrialResult
 from search_spaces import Architecture, BoundSearchSpace
 
@@ -45,7 +46,9 @@ class Controller(ABC):
     """Runs `run_trial` on sampled architectures until `config.search.budget` trials have
     completed, resuming whatever the study already holds. Failed trials are recorded with their
     reason and do not count toward the budget (`study.FailureBudget`); each trial's seed is
-    `config.seed + trial number`. The sampler is `search.sampler` from the sampler registry."""
+    `config.seed + trial number`. The sampler is `search.sampler` from the sampler registry.
+    No trial starts that `time_budget` does not allow, and each trained trial's wall seconds
+    are recorded there."""
 
     def __init__(
         self,
@@ -53,11 +56,13 @@ class Controller(ABC):
         study: StudyRef,
         space: BoundSearchSpace,
         context: TrialContext,
+        time_budget: TimeBudget | None = None,
     ) -> None:
         self.config = config
         self.study_ref = study
         self.space = space
         self.context = context
+        self.time_budget = time_budget or TimeBudget(None)
 
     @abstractmethod
     def run(

@@ -216,6 +216,8 @@ class BudgetSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self.stopped or self.completed >= self.budget:
             return Searcher.FINISHED
+        if self.controller is not None and not self.controller.time_budget.allows():
+            return Searcher.FINISHED  # the trials in flight still end
         if self.completed + len(self.pending) >= self.budget:
             return None  # enough trials in flight; ask again when one ends
         config = self.inner.suggest(trial_id)
@@ -232,6 +234,8 @@ class BudgetSearcher(Searcher):
             return
         number = int(config["trial_number"])
         attrs: dict[str, Any] = {}
+        if result and "trial_seconds" in result and "rejected" not in result:
+            self.controller.time_budget.record(float(result["trial_seconds"]))
         if result and "node_id" in result:
             attrs["node_id"] = result["node_id"]
         if error or not result or "error" in result:

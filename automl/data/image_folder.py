@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -134,7 +135,8 @@ def _streamed(
     digest = hashlib.sha256()
     for path in paths:  # names, sizes and times: reading every file would cost a whole epoch
         stat = path.stat()
-        digest.update(f"{path.relative_to(config.root)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+        name = os.fsencode(path.relative_to(config.root))  # any bytes a file system allows
+        digest.update(name + f"|{stat.st_size}|{stat.st_mtime_ns}".encode())
     digest.update(labels.tobytes())
     digest.update(
         repr((preprocess, config.val_fraction, config.test_fraction, config.split_seed)).encode()

@@ -16,6 +16,7 @@ from automl.constraints import Limits
 from automl.controllers import create_controller
 from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
+from automl.controllers.time_budget import TimeBudget
 from automl.data import DataBundle
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
@@ -57,6 +58,7 @@ class SearchSummary:
     best_val_accuracy: float | None = None  # of the front; None when no trial completed
     teacher_val_accuracy: float = 0.0
     epochs: int = 0  # distillation epochs of the front's figures (finalize's when finalized)
+    time_stop: str = ""  # why search.time_budget stopped the search before its budget
 
     def gap_hint(self, threshold: float = 0.02) -> str | None:
         """The best student's val accuracy beside the teacher's and, when the gap exceeds
@@ -97,11 +99,14 @@ def teacher_figures(exp: Experiment) -> TeacherFigures:
 
 
 def resume_config(
-    run_path: Path, budget: int | None = None, address: str | None = None
+    run_path: Path,
+    budget: int | None = None,
+    address: str | None = None,
+    time_budget: str | float | None = None,
 ) -> ExperimentConfig:
     """The config stored in the run directory at `run_path`, resumed there (wherever the run
-    was first written); `budget` may raise its budget and `address` name the Ray cluster (it
-    may have moved since)."""
+    was first written); `budget` may raise its budget, `time_budget` set the time it may take
+    in all (earlier sessions count), and `address` name the Ray cluster (it may have moved)."""
     run_dir = RunDir(run_path)
     if not run_dir.run_json.is_file():
         if run_dir.path.is_dir() and not run_dir.study_db.exists():
@@ -120,15 +125,21 @@ def resume_config(
             "trials; a resume can raise the budget, not lower it (leave out --budget to finish "
             "the run as it was planned)"
         )
+    search: dict[str, object] = {}
     if budget is not None:
-        update["search"] = config.search.model_copy(update={"budget": budget})
+        search["budget"] = budget
+    if time_budget is not None:
+        search["time_budget"] = time_budget
+    if search:
+        update["search"] = config.search.model_copy(update=search)
     if address is not None:
         update["ray"] = config.ray.model_copy(update={"address": address})
     raw = config.model_copy(update=update).model_dump(mode="json")
     return validate_config(raw, str(run_dir.run_json))
 
 
-RESUMABLE = ("out", "name", "search.budget", "ray.address")  # may differ on --resume
+# may differ on --resume
+RESUMABLE = ("out", "name", "search.budget", "search.time_budget", "ray.address")
 
 
 def resume_conflicts(
@@ -343,7 +354,12 @@ def _search(
     # the search's limits reject candidates; finalize and `train` retrain what they are given
     trial_context = dataclasses.replace(exp.trial_context(), limits=Limits.of(config.search))
     controller = create_controller(
-        config.search.backend, config, run_dir.study(config.name), space, trial_context
+        config.search.backend,
+        config,
+        run_dir.study(config.name),
+        space,
+        trial_context,
+        time_budget(config, len(exp.data.train), sessions, wall_start),
     )
 
     def on_complete(number: int, arch: Architecture, result: TrialResult, weights: bytes) -> None:
@@ -401,6 +417,28 @@ def _search(
         max((m.val_accuracy for m in pareto.front), default=None),
         figures.val_accuracy,
         pareto.finalized.epochs if pareto.finalized else config.training.epochs,
+        controller.time_budget.stopped,
+    )
+
+
+def time_budget(
+    config: ExperimentConfig, train_images: int, sessions: list[Session], started: float
+) -> TimeBudget:
+    """The search's `TimeBudget`: this session began at `started` (perf_counter), earlier ones
+    spent their wall seconds; after a proxy search, finalize's retraining is reserved."""
+    training = config.training
+    finalize_trials, fidelity = 0, 1.0
+    if config.search.finalize and training.is_proxy:
+        # final_models, or 5 where it is null (the whole front, whose size is not known yet)
+        finalize_trials = (training.final_models or 5) + len(training.final_params_limits)
+        epochs = (training.final_epochs or training.epochs) / training.epochs
+        fidelity = epochs * train_images / (training.train_subset or train_images)
+    return TimeBudget(
+        config.search.time_budget,
+        spent_before=sum(s.wall_seconds for s in sessions),
+        finalize_trials=finalize_trials,
+        fidelity=fidelity,
+        started=started,
     )
 
 

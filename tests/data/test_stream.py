@@ -4,6 +4,7 @@ files named when a batch meets them, and a student trained on streamed batches."
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -35,6 +36,19 @@ def test_streamed_and_in_memory_folders_give_the_same_inputs(tmp_path):
     # auto: a folder larger than stream_above_mb is streamed
     auto = load_data(ImageFolderConfig(root=root, image_size=16, stream_above_mb=0.001))
     assert isinstance(auto.train, StreamedSplit)
+
+
+def test_a_file_name_that_is_no_utf8_streams_and_fingerprints(tmp_path):
+    """Linux file names are bytes: one that is no UTF-8 (a Latin-1 archive) is read, and the
+    streamed folder's fingerprint tells it from the same folder with another name."""
+    root = _write_folder(tmp_path / "imgs", per_class=10)
+    before = load_data(ImageFolderConfig(root=root, image_size=16, stream=True, workers=1))
+    first = sorted((root / "dog").glob("*.png"))[0]
+    os.rename(os.fsencode(first), os.fsencode(first.parent) + b"/caf\xe9.png")
+    after = load_data(ImageFolderConfig(root=root, image_size=16, stream=True, workers=1))
+    assert after.fingerprint != before.fingerprint
+    x = torch.cat([x for _, x in after.train.batches(torch.arange(len(after.train)), 8)])
+    assert x.shape == (len(after.train), 3, 16, 16) and torch.isfinite(x).all()
 
 
 def test_a_file_that_stops_decoding_is_named_when_a_batch_meets_it(tmp_path):
