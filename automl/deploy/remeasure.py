@@ -239,7 +239,12 @@ def rebuild_report(
     with run_lock(run.run_dir.path):
         pareto = remeasure(run, settings, say)
         run.run_dir.write_pareto(pareto)
-        page = build_report(pareto, run.run_dir.read_trial_points(), report_title(run.config.name))
+        page = build_report(
+            pareto,
+            run.run_dir.read_trial_points(),
+            report_title(run.config.name),
+            run.config.latency,
+        )
         write_file(run.run_dir.report_html, page)
     run.pareto = pareto
     return pareto

@@ -176,7 +176,9 @@ def _finalize(
             stale.unlink()
             stale.with_suffix(".json").unlink(missing_ok=True)
     run_dir.write_pareto(pareto)
-    page = build_report(pareto, run_dir.read_trial_points(), report_title(config.name))
+    page = build_report(
+        pareto, run_dir.read_trial_points(), report_title(config.name), config.latency
+    )
     write_file(run_dir.report_html, page)
     return pareto
 

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from automl.compress import get_technique
+from automl.config import LatencyConfig
 from automl.objectives import OBJECTIVES
 from automl.run.documents import Deployed, FrontMember, ParetoDocument, TeacherFigures
 from automl.run.layout import RESULT_COLUMNS
@@ -44,9 +45,38 @@ SPEEDUP = (
 LEGEND = {"x": 1.01, "y": 1.0, "xanchor": "left", "yanchor": "top"}
 
 
-def build_report(pareto: ParetoDocument, points: list[dict[str, Any]], title: str) -> str:
-    """The page for `pareto` and every completed trial's `points`. When `report` has
-    re-measured the front, a second figure shows the deployed latencies."""
+def latency_sentence(latency: LatencyConfig) -> str:
+    """What the search's latency of this run is: the runtime, device, batch, threads and
+    moment, from the run's own `latency` config (the page says nothing it does not know)."""
+    if latency.runtime == "onnxruntime":
+        form = (
+            "the deployed form in ONNX Runtime (CPU; int8 QDQ for students whose weights are "
+            "all at most 8 bits, fp32 otherwise)"
+        )
+        bits = (
+            "Weight bits below 32 shrink the size; below 8 they are stored packed and run as "
+            "int8, since no kernel here computes with fewer bits."
+        )
+    else:
+        form = f"the deployed form in PyTorch eager on the {latency.device}"
+        bits = (
+            "Weight bits below 32 shrink the size; they are fake-quantized in PyTorch and "
+            "bring no speed-up there."
+        )
+    return (
+        f"Search latency is the median of {latency.repeats} timed batch-{latency.batch_size} "
+        f"calls of {form}, with {latency.threads} thread(s) after {latency.warmup} warm-up "
+        "calls, measured on each student before it trained, on the machine that ran its "
+        f"trial. {bits}"
+    )
+
+
+def build_report(
+    pareto: ParetoDocument, points: list[dict[str, Any]], title: str, latency: LatencyConfig
+) -> str:
+    """The page for `pareto` and every completed trial's `points`; `latency` is the run's
+    config, which the page describes. When `report` has re-measured the front, a second
+    figure shows the deployed latencies."""
     teacher = pareto.teacher.model_dump()
     front_numbers = {m.trial for m in pareto.front}
     others = [p for p in points if p["number"] not in front_numbers]
@@ -77,6 +107,7 @@ def build_report(pareto: ParetoDocument, points: list[dict[str, Any]], title: st
     return _PAGE.format(
         title=html.escape(title),
         summary=_summary(pareto),
+        latency=html.escape(latency_sentence(latency)),
         speedup=html.escape(SPEEDUP),
         plot=plot,
         measured=measured,
@@ -297,9 +328,7 @@ th:first-child {{ background: #f1f3f5; }}
 </style></head><body>
 <h1>{title}</h1>
 {summary}
-<p>Search latency is the median of timed batch-1 forward passes of the PyTorch form on the
-search's device, taken when each trial ended. Weight bits below 32 shrink the size; they are
-fake-quantized in PyTorch and bring no speed-up there. {speedup}</p>
+<p>{latency} {speedup}</p>
 {plot}
 {measured}
 <h2>Pareto front</h2>

@@ -396,7 +396,8 @@ def _search(
     on_records(records)
     pareto = pareto_document(records, figures, run_dir.weights_name)
     write_file(
-        run_dir.report_html, build_report(pareto, trial_points(records), report_title(config.name))
+        run_dir.report_html,
+        build_report(pareto, trial_points(records), report_title(config.name), config.latency),
     )
     doc.sessions.append(
         _session(times, time.perf_counter() - wall_start, setup_seconds, teacher_seconds)

@@ -3,6 +3,8 @@ drawn with their points, and the re-measured plots too."""
 
 from __future__ import annotations
 
+import html
+import json
 import shutil
 from pathlib import Path
 
@@ -168,6 +170,23 @@ def test_the_table_says_why_a_check_failed_and_why_int8_fell_back(reported):
     fell_back.deployed = fell_back.deployed.model_copy(
         update={"format": "fp32", "fallback": "int8 failed its check (int8: -3.10 points ...)"}
     )
-    page = build_report(pareto, run.run_dir.read_trial_points(), "t")
+    page = build_report(pareto, run.run_dir.read_trial_points(), "t", run.config.latency)
     assert "failed check<div class='why'>no ONNX form scores like the PyTorch model" in page
     assert "fp32<div class='why'>int8 failed its check (int8: -3.10 points" in page
+
+
+def test_the_page_says_what_its_latency_is_for_the_run_it_describes(searched_run):
+    """The sentence follows the run's `latency` config: ONNX Runtime where the search timed
+    it (the default), PyTorch eager where it timed that; with its repeats, batch, threads."""
+    from automl.config import LatencyConfig
+    from automl.run.report import latency_sentence
+
+    run = json.loads((searched_run / "run.json").read_text())["config"]["latency"]
+    page = (searched_run / "report.html").read_text()
+    assert run["runtime"] == "onnxruntime"
+    said = latency_sentence(LatencyConfig.model_validate(run))
+    assert html.escape(said) in page and "ONNX Runtime" in said and "PyTorch" not in said
+    assert f"median of {run['repeats']} timed batch-{run['batch_size']} calls" in said
+    eager = latency_sentence(LatencyConfig(runtime="torch", repeats=40, threads=2))
+    assert "PyTorch eager on the cpu" in eager and "ONNX" not in eager
+    assert "median of 40 timed batch-1 calls" in eager and "with 2 thread(s)" in eager
