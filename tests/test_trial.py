@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import optuna
+import pytest
+import torch
 
+from automl.training import accuracy
 from automl.trial import run_trial
 from search_spaces import create_search_space
 
@@ -25,7 +28,9 @@ def test_trial_scores_a_smaller_student_without_running_the_teacher(tiny):
     finally:
         handle.remove()
     assert calls == []  # KD used the cached logits
-    assert 0.0 <= result.test_accuracy <= 1.0 and 0.0 <= result.val_accuracy <= 1.0
+    # the scores are the returned student's, and it learned (ten classes: chance is 0.1)
+    val = accuracy(model, ctx.data.val, torch.device("cpu"))
+    assert val == pytest.approx(result.val_accuracy, abs=1e-6) and val > 0.2
     assert result.latency_ms > 0 and result.macs > 0 and result.epochs == 1
     assert result.params == sum(p.numel() for p in model.parameters())
     assert result.params < sum(p.numel() for p in teacher.parameters())

@@ -107,3 +107,28 @@ def test_an_iterative_trial_measures_the_final_shapes_before_training(tiny):
     assert iterative.size_bytes == one_shot.size_bytes
     assert iterative.params == sum(p.numel() for p in model.parameters())
     assert iterative.val_accuracy > 0.5  # it trained and was removed without breaking
+
+
+def test_each_criterion_keeps_channels_of_its_own():
+    """Every criterion chooses another set of channels on the same model (one that fell back
+    to another's scores would choose the same), and bn_scale keeps exactly the channels of
+    the largest BatchNorm scales. Channels are told apart by their BatchNorm scales, drawn
+    distinct."""
+    torch.manual_seed(0)
+    base = timm.create_model("resnet18", in_chans=1, num_classes=10)
+    with torch.no_grad():
+        for m in base.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+    scales = base.layer1[0].bn1.weight.detach()
+    kept = {}
+    for criterion in list_criteria():
+        torch.manual_seed(1)
+        model = timm.create_model("resnet18", in_chans=1, num_classes=10)
+        model.load_state_dict(base.state_dict())
+        prune_channels(model, find_stages(model, X[:1]), [0.5, 0.5, 0.25, 1.0], criterion, (X, Y))
+        left = model.layer1[0].bn1.weight.detach()
+        kept[criterion] = frozenset(int((scales == v).nonzero()[0]) for v in left)
+        assert len(kept[criterion]) == 32
+    assert len(set(kept.values())) == len(kept), kept
+    assert kept["bn_scale"] == frozenset(scales.abs().topk(32).indices.tolist())

@@ -205,10 +205,17 @@ def test_commands_on_a_missing_or_broken_run_exit_2(tmp_path):
 
 def test_train_without_distillation_and_bad_files(reported, tmp_path):
     arch = next((reported / "models").glob("trial_*.json"))
-    proc = cli("train", arch, "--run", reported, "--no-kd", "--out", tmp_path / "ce")
+    searched = json.loads(arch.read_text())  # trained with distillation, at the trial's seed
+    seed = str(json.loads((reported / "run.json").read_text())["seed"] + searched["trial"])
+    proc = cli(
+        "train", arch, "--run", reported, "--seed", seed, "--no-kd", "--out", tmp_path / "ce"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert 0 <= result["val_accuracy"] <= 1 and result["epochs"] == 2
+    assert result["epochs"] == 2 and result["val_accuracy"] > 0.2  # it learned without KD
+    # the same student, seed and epochs without the teacher: other figures than the search's
+    figures = ("val_accuracy", "test_accuracy")
+    assert tuple(result[k] for k in figures) != tuple(searched[k] for k in figures)
     saved = json.loads((tmp_path / "ce" / "model.json").read_text())
     assert saved["kd"] is False
 
