@@ -35,6 +35,7 @@ class OptunaController(Controller):
         )
         budget = self.config.search.budget
         completed = studies.trained(study)
+        self.time_budget.durations.extend(studies.trial_seconds(study))
         failures = studies.FailureBudget(
             self.config.search.max_failed_trials, studies.failed(study)
         )

@@ -334,6 +334,7 @@ class RayController(Controller):
         storage = studies.open_storage(self.study_ref)
         self.study = studies.open_study(self.study_ref, storage)
         studies.fail_interrupted(self.study)
+        self.time_budget.durations.extend(studies.trial_seconds(self.study))
         self._on_complete, self._on_records, self._progress = on_complete, on_records, progress
         self._trial_seconds = 0.0
         budget = self.config.search.budget

@@ -118,6 +118,17 @@ def trained(study: optuna.Study) -> int:
     return sum(r.trained or r.state == "PRUNED" for r in records(study))
 
 
+def trial_seconds(study: optuna.Study) -> list[float]:
+    """The wall seconds of each trial that trained (to the end, or until early stopping
+    stopped it), from its start and end in the study: what a resumed search knows of how long
+    a trial takes before it runs one."""
+    return [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t, r in zip(study.get_trials(deepcopy=False), records(study), strict=True)
+        if (r.trained or r.state == "PRUNED") and t.datetime_start and t.datetime_complete
+    ]
+
+
 def rejected(study: optuna.Study) -> int:
     """Candidates rejected before training so far."""
     return sum(r.state == "COMPLETE" and not r.trained for r in records(study))

@@ -1,12 +1,13 @@
 """A search sized in time (`search.time_budget`): start a trial only while it can finish in time.
 
 Both controllers ask `TimeBudget.allows()` before they start a trial, and tell it each trial's
-wall seconds. A trial is expected to take the median of those seen in this session (the first
-one is always started: nothing is known yet). After a proxy search, finalize retrains the
-front at full fidelity, so its share is kept free: `final_models` trials at the proxy's median
-time scaled by the fidelity (epochs and images). A resumed search counts the time its earlier
-sessions spent. With several trials at once (Ray), each is judged the same way when it would
-start, so the last ones end about when the budget does.
+wall seconds. A trial is expected to take the median of those known: the study's trials that
+trained (a resumed search knows them from their start and end) and this session's. A search
+that knows none starts its first trial while any time is left. After a proxy search,
+finalize retrains the front at full fidelity, so its share is kept free: `final_models` trials
+at the proxy's median time scaled by the fidelity (epochs and images). A resumed search counts
+the time its earlier sessions spent. With several trials at once (Ray), each is judged the
+same way when it would start, so the last ones end about when the budget does.
 """
 
 from __future__ import annotations

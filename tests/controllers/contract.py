@@ -148,31 +148,37 @@ def test_sigkill_then_resume_loses_and_repeats_no_trial(
 def test_early_stopping_stops_the_students_its_rule_ranks_low(
     start_search, check_backend, tiny, teacher_cache, tmp_path
 ):
-    """MO-ASHA through the controller, one trial at a time: every trial reports at the rung
+    """ASHA through the controller, one trial at a time: every trial reports at the rung
     (epoch 1 of 2) and keeps the report, the trials stopped are exactly those the rule stops
-    when the reports are replayed in order, they count toward the budget and never enter the
-    front."""
+    when the reports are replayed in order (the second, the space's weakest corner after its
+    strongest, is), they count toward the budget and never enter the front. (MO-ASHA's rule
+    is one RungTable with the same path; tests/test_early_stop.py holds both rules.)"""
     run = tmp_path / "run"
-    raw = tiny_raw(teacher_cache, run, budget=3, early_stop="mo_asha", reduction_factor=2)
+    raw = tiny_raw(teacher_cache, run, budget=3, early_stop="asha", reduction_factor=2)
     raw["training"]["epochs"] = 2
     raw["ray"] = {"max_concurrent": 1}
+    raw["search"]["enqueue"] = [
+        {"blocks": "high", "channel_keep": "high", "bits": 8},
+        {"blocks": "low", "channel_keep": "low", "bits": 4},
+    ]
     wait(start_search(write_config(tmp_path / "c.yaml", raw)))
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{run}/study.db")
     trials = sorted(study.trials, key=lambda t: t.number)
     assert len(trials) == 3  # stopped trials count toward the budget
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
-    replay = RungTable("mo_asha", max_epochs=2, eta=2)
+    replay = RungTable("asha", max_epochs=2, eta=2)
     for t in trials:
         assert list(t.user_attrs[RUNGS_ATTR]) == ["1"]
         [[acc, latency, size]] = t.user_attrs[RUNGS_ATTR].values()
         stopped = replay.report(t.number, EpochReport(1, acc, latency, int(size)))
         assert stopped == (t.state.name == "PRUNED"), t.number
         if stopped:
-            assert t.user_attrs["error"].startswith("stopped early by mo_asha after epoch 1 ")
+            assert t.user_attrs["error"].startswith("stopped early by asha after epoch 1 ")
         else:  # the latency and size it reported are its final ones
             assert (latency, size) == (t.values[1], t.values[2])
     pruned = {int(r["number"]) for r in rows(run) if r["state"] == "PRUNED"}
     assert pruned == {t.number for t in trials if t.state.name == "PRUNED"}
+    assert 1 in pruned  # the weak corner, below the strong one at the rung
     front = json.loads((run / "pareto.json").read_text())["front"]
     assert not {m["trial"] for m in front} & pruned
     check_backend(run)

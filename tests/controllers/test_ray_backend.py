@@ -92,10 +92,16 @@ def start_search(cluster):
     return start
 
 
+@pytest.fixture(scope="module")
+def nodes(cluster) -> dict[str, str]:
+    """The node ids of the cluster's head and its worker, read once, before any test adds or
+    kills a node of its own."""
+    return ray_node_ids(cluster)
+
+
 @pytest.fixture
-def check_backend(cluster, searched_run):
+def check_backend(cluster, searched_run, nodes):
     def check(run: Path) -> None:
-        nodes = ray_node_ids(cluster)
         finished = [r for r in rows(run) if r["state"] in ("COMPLETE", "PRUNED")]
         assert {r["node_id"] for r in finished} <= {nodes["head"], nodes["worker"]}
         # The teacher went to the workers once, as an object; no trial ran it (logits cached).
@@ -155,34 +161,49 @@ def test_cluster_yaml_is_valid_for_ray_up():
     assert any("RAY_AUTH_MODE=token" in c for c in config["worker_start_ray_commands"])
 
 
-def test_a_worker_node_dies_mid_search(cluster, tiny, teacher_cache, tmp_path):
-    """Last in this module: it kills the cluster's worker node once the worker has finished a
-    trial (so trials ran on both nodes). The trials it held are retried on the head, and the
-    budget is reached there."""
+def test_a_worker_node_dies_mid_search(cluster, nodes, tiny, teacher_cache, tmp_path):
+    """A node of its own joins the cluster and is killed once it has finished a trial (so
+    trials ran there). The trials it held are retried on the other nodes, and the budget is
+    reached there. The module's own worker stays, so no test depends on running before this
+    one."""
+    victim = cluster.add_worker()
+    doomed = (set(alive_node_ids(cluster)) - set(nodes.values())).pop()
     raw = tiny_raw(teacher_cache, tmp_path / "run", budget=6)
-    raw["training"]["epochs"] = 2  # long enough for the worker's actor to start and take trials
+    raw["training"]["epochs"] = 2  # long enough for every node's actor to start and take trials
     run = tmp_path / "run"
-    nodes = ray_node_ids(cluster)
     proc = search(cluster, write_config(tmp_path / "c.yaml", raw), "--backend", "ray")
     deadline = time.monotonic() + 240
 
-    def on_worker() -> list[dict[str, str]]:
+    def on_victim() -> list[dict[str, str]]:
         done = rows(run) if (run / "trials.csv").exists() else []
-        return [r for r in done if r["state"] == "COMPLETE" and r["node_id"] == nodes["worker"]]
+        return [r for r in done if r["state"] == "COMPLETE" and r["node_id"] == doomed]
 
-    while not on_worker():
-        assert proc.poll() is None, "the search ended before the worker node ran a trial"
-        assert time.monotonic() < deadline, "the worker node ran no trial"
+    while not on_victim():
+        assert proc.poll() is None, "the search ended before the node ran a trial"
+        assert time.monotonic() < deadline, "the node ran no trial"
         time.sleep(0.2)
     before = {int(r["number"]): r for r in rows(run) if r["state"] == "COMPLETE"}
-    cluster.kill_worker(cluster.workers[0])
+    cluster.kill_worker(victim)
     wait(proc)
     after = {int(r["number"]): r for r in rows(run) if r["state"] == "COMPLETE"}
     assert len(after) == 6
     for number, row in before.items():  # none lost or changed
         assert after[number] == row
     late = [r for n, r in after.items() if n not in before]
-    assert late and all(r["node_id"] == nodes["head"] for r in late)
+    assert late and {r["node_id"] for r in late} <= set(nodes.values())
+
+
+def alive_node_ids(cluster: LoopbackCluster) -> list[str]:
+    proc = cluster.run(
+        [
+            sys.executable,
+            "-c",
+            f"import ray; ray.init(address='{cluster.address}', logging_level='ERROR');"
+            "print(*[n['NodeID'] for n in ray.nodes() if n['Alive']])",
+        ],
+        check=True,
+    )
+    return proc.stdout.strip().splitlines()[-1].split()
 
 
 def ray_node_ids(cluster: LoopbackCluster) -> dict[str, str]:
