@@ -367,6 +367,13 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     ("name with a slash", {"name": "../x"}, [], "name: String should match pattern"),
     ("name of dots", {"name": ".."}, [], "name: '..' is no folder of its own"),
     (
+        "a time budget in words",
+        {},
+        ["--time-budget", "soon"],
+        "--time-budget (search.time_budget): 'soon' is no duration; give seconds, or a number",
+    ),
+    ("a negative time budget", {"search.time_budget": -5}, [], "a duration is more than 0"),
+    (
         "a plugin that exits",
         {"plugins": ["tests.exit_plugin"]},
         [],
@@ -831,6 +838,11 @@ UNWRITABLE: list[RunCase] = [  # an output path that cannot be written
 ]
 
 WRONG_REQUESTS: list[RunCase] = [  # a request the run cannot meet
+    (
+        "none",
+        ["search", "--resume", "--out", "{run}", "--time-budget", "soon"],
+        "--time-budget (search.time_budget): 'soon' is no duration",
+    ),
     ("none", ["finalize", "{run}"], "is no proxy search: its students trained on every"),
     ("none", ["pick", "{run}", "--trial", "999"], "trial 999 is not on the Pareto front"),
     ("none", ["report", "{run}", "--batch", "2000"], "'--batch': Input should be less than"),

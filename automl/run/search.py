@@ -16,7 +16,7 @@ from automl.constraints import Limits
 from automl.controllers import create_controller
 from automl.controllers import study as studies
 from automl.controllers.base import ControllerTimes, SearchProgress
-from automl.controllers.time_budget import TimeBudget
+from automl.controllers.time_budget import TimeBudget, parse_duration
 from automl.data import DataBundle
 from automl.errors import UserError
 from automl.experiment import Experiment, library_versions, prepare
@@ -129,7 +129,10 @@ def resume_config(
     if budget is not None:
         search["budget"] = budget
     if time_budget is not None:
-        search["time_budget"] = time_budget
+        try:
+            search["time_budget"] = parse_duration(time_budget)
+        except ValueError as exc:
+            raise UserError(f"--time-budget (search.time_budget): {exc}") from None
     if search:
         update["search"] = config.search.model_copy(update=search)
     if address is not None:
