@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch
 from safetensors.torch import save
 
 from automl.errors import UserError
+from automl.paths import missing_folders, remove_empty
 
 
 class WriteFailed(UserError):
@@ -61,6 +63,23 @@ def save_tensors(
 ) -> None:
     """`tensors` as a safetensors file, atomically."""
     write_file(path, save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata))
+
+
+def check_writable(folder: Path) -> None:
+    """Raise WriteFailed unless a file can be written in `folder`, found before any work: a
+    read-only mount, /proc, a full disk, no permission. The folder and any parents made for
+    the check are removed again."""
+    made = missing_folders(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise WriteFailed(Path(exc.filename or folder), exc, 4096) from None
+    finally:
+        remove_empty(made)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:

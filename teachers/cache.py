@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,8 +30,8 @@ from automl.augment import ViewBank, apply_views, make_views
 from automl.data import DataBundle
 from automl.data.bundle import Images, Split
 from automl.errors import UserError
-from automl.files import WriteFailed, save_tensors, write_file
-from automl.paths import file_in_the_way, missing_folders, remove_empty
+from automl.files import WriteFailed, check_writable, save_tensors, write_file
+from automl.paths import file_in_the_way
 from automl.training import (
     Batch,
     FitSettings,
@@ -147,14 +146,14 @@ def get_teacher(
         if cached is not None:
             model, logits = cached
             return Teacher(model, card, logits, directory)
-    check_writable(config.cache_dir, directory)  # found now, not after an hour of training
+    check_cache_entry(config.cache_dir, directory)  # found now, not after an hour of training
     return _build_and_cache(config, data, device, expected, directory)
 
 
 ENTRY_FILES = ("model.safetensors", "logits.safetensors", REWIND_FILE, "card.json")
 
 
-def check_writable(cache_dir: Path, directory: Path) -> None:
+def check_cache_entry(cache_dir: Path, directory: Path) -> None:
     """Raise UserError unless a teacher can be saved in `directory`: no file stands where a
     folder must be, no folder where a file must be, and a file can be written there (a
     read-only mount, a full disk, a folder of another user's). Leaves no folder it made."""
@@ -170,20 +169,10 @@ def check_writable(cache_dir: Path, directory: Path) -> None:
                 f"teacher.cache_dir {cache_dir}: {directory / name} is a folder where the "
                 "teacher's file belongs; remove it or choose another cache_dir"
             )
-    made = missing_folders(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory) as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
-    except OSError as exc:
-        raise UserError(
-            f"teacher.cache_dir {cache_dir}: cannot write there ({exc.strerror or exc}), so "
-            "the trained teacher could not be saved; free space or choose another cache_dir"
-        ) from None
-    finally:
-        remove_empty(made)
+        check_writable(directory)
+    except WriteFailed as exc:
+        raise UserError(f"teacher.cache_dir {cache_dir}: {exc}") from None
 
 
 def view_bank(teacher: Teacher, data: DataBundle, count: int, device: torch.device) -> ViewBank:

@@ -106,3 +106,10 @@ def test_bad_arguments_are_one_user_error(call, needle):
     with pytest.raises(UserError) as caught:
         call()
     assert needle in str(caught.value)
+
+
+def test_the_package_exports_the_api():
+    """`automl.X` is `automl.api.X` for every public name, so the two lists cannot drift."""
+    public = set(automl.api.__all__) - {"FLAGS"}
+    assert set(automl.__all__) - {"__version__"} == public
+    assert all(getattr(automl, name) is getattr(automl.api, name) for name in public)

@@ -366,6 +366,7 @@ CASES: list[tuple[str, dict[str, Any], list[str], str]] = [
     ),
     ("name with a slash", {"name": "../x"}, [], "name: String should match pattern"),
     ("name of dots", {"name": ".."}, [], "name: '..' is no folder of its own"),
+    ("a run directory in /proc", {}, ["--out", "/proc/automl/run"], "cannot write /proc/automl"),
     (
         "a time budget in words",
         {},
@@ -614,6 +615,11 @@ OTHER_COMMANDS: list[tuple[str, list[str], str]] = [
         "train: --out over a saved model (an export)",
         ["train", "{tmp}/arch.json", "--out", "{tmp}/export"],
         "export/model.safetensors already exists; choose a new folder",
+    ),
+    (
+        "train: --out in /proc",
+        ["train", "{tmp}/arch.json", "--out", "/proc/automl/model"],
+        "cannot write /proc/automl",
     ),
     (
         "train: --out under a file",

@@ -29,7 +29,7 @@ from automl.deploy.onnx import INPUT_NAME, OUTPUT_NAME, session
 from automl.deploy.remeasure import MeasureSettings
 from automl.errors import UserError
 from automl.experiment import library_versions
-from automl.files import WriteFailed, write_file, write_json
+from automl.files import WriteFailed, check_writable, write_file, write_json
 from automl.measure import batch_of, interleaved_latency_ms
 from automl.paths import file_in_the_way, missing_folders, remove_empty
 from automl.run.documents import FrontMember
@@ -66,14 +66,7 @@ def check_out_dir(out: Path) -> None:
     blocked = file_in_the_way(out)
     if blocked is not None:
         raise UserError(f"--out {out}: {blocked} is a file, not a folder; choose another --out")
-    made = missing_folders(out.parent)
-    try:  # a folder can be made there: not a read-only mount, not /proc
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.probe.")).rmdir()
-    except OSError as exc:
-        raise WriteFailed(Path(exc.filename or out), exc) from None
-    finally:
-        remove_empty(made)
+    check_writable(out.parent)  # not a read-only mount, not /proc
 
 
 def remove_stale_staging(out: Path) -> list[Path]:

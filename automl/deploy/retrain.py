@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from automl.config import ExperimentConfig
 from automl.errors import UserError
 from automl.experiment import prepare
+from automl.files import check_writable
 from automl.paths import file_in_the_way, not_a_file
 from automl.student.files import save_student
 from automl.trial import TrialResult, run_trial
@@ -54,6 +55,7 @@ def check_out_file(path: Path) -> None:
     blocked = file_in_the_way(path)
     if blocked is not None:
         raise UserError(f"--out: {blocked} is a file, not a folder; choose another --out")
+    check_writable(path.parent)  # before the training, not after it
 
 
 def train_architecture(

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from automl.errors import UserError
+from automl.files import WriteFailed
 from automl.paths import missing_folders, remove_empty
 
 LOCK_NAME = ".lock"
@@ -38,8 +39,12 @@ def run_lock(run_path: Path) -> Iterator[None]:
             _held[key] -= 1
         return
     created = missing_folders(key)
-    key.mkdir(parents=True, exist_ok=True)
-    fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        key.mkdir(parents=True, exist_ok=True)
+        fd = os.open(key / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:  # /proc, a read-only mount: before any work
+        remove_empty(created)
+        raise WriteFailed(Path(exc.filename or key), exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

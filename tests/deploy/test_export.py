@@ -99,3 +99,32 @@ def test_a_killed_exports_staging_folder_is_removed_and_a_live_ones_kept(tmp_pat
     (out.parent / ".trial_00031.abc").mkdir()  # another trial's
     assert sorted(remove_stale_staging(out)) == sorted([stale, legacy])
     assert live.is_dir() and (out.parent / ".trial_00031.abc").is_dir()
+
+
+def test_each_write_of_an_export_fails_safely(searched_run, tmp_path, monkeypatch):
+    """A full disk at each file the export writes itself: one WriteFailed naming the file,
+    no export folder, no staging folder, and the run as it was. (The ONNX files are written
+    by torch's exporter and ONNX Runtime's quantizer; a failure there is an OSError that the
+    export turns into the same message.)"""
+    import errno
+
+    from automl import files
+    from automl.files import WriteFailed
+
+    run_copy = tmp_path / "run"
+    shutil.copytree(searched_run, run_copy, ignore=shutil.ignore_patterns("*-wal", "*-shm"))
+    before = {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()}
+    real = files._write_bytes
+    for name in ("model.safetensors", "model.packed", "architecture.json", "card.json"):
+
+        def full(path, data, name=name):
+            if path.name == f"{name}.tmp":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real(path, data)
+
+        monkeypatch.setattr(files, "_write_bytes", full)
+        run = open_search_run(run_copy)
+        with pytest.raises(WriteFailed, match=f"cannot write .*/{name}: No space left"):
+            export_trial(run, run.front[0].trial, tmp_path / "out" / "model", QUICK, "-")
+        assert not (tmp_path / "out").exists(), name
+    assert {p: p.read_bytes() for p in run_copy.rglob("*") if p.is_file()} == before

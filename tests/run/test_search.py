@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 
@@ -153,3 +154,30 @@ def test_a_run_directory_named_like_a_url_keeps_its_study_inside(tiny, teacher_c
         study_name="tiny", storage=StudyRef(out / "study.db", "tiny", out).url
     )
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
+
+
+def test_a_resume_refuses_data_files_that_changed(tiny, teacher_cache, tmp_path):
+    """An image folder that gained a file since the run began: the resume stops before any
+    work, names the data, and leaves every file of the run as it was."""
+    from PIL import Image
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("cat", "dog", "owl")):
+        (root / name).mkdir(parents=True)
+        for i in range(12):
+            pixels = (rng.random((12, 12, 3)) * 60 + 60 * k).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    raw = tiny_raw(teacher_cache, tmp_path / "run", budget=1)
+    raw["data"] = {"type": "image_folder", "root": str(root), "image_size": 16, "channels": 3}
+    raw["teacher"].update(epochs=1, batch_size=8)
+    raw["training"]["batch_size"] = 8
+    run = tmp_path / "run"
+    run_search(validate_config(raw, "test"))
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(root / "owl" / "new.png")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix != ".db"}
+    with pytest.raises(UserError, match="the data found now differ from the data the run began"):
+        run_search(resume_config(run, budget=2), resume=True)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix != ".db"}
+    assert after == before
+    assert len(list(csv.DictReader((run / "trials.csv").open()))) == 1
