@@ -8,8 +8,8 @@
 
 Every command of `cli.py` is a few lines over these functions: the same run directories, the
 same files and the same `UserError` messages. What a search is given here as keyword
-arguments is what the command's flags give: `budget=`, `epochs=`, `seed=`, `sampler=`,
-`backend=`, `address=`, `max_concurrent=`, `cpus_per_trial=`, `gpus_per_trial=`,
+arguments is what the command's flags give: `budget=`, `time_budget=`, `epochs=`, `seed=`,
+`sampler=`, `backend=`, `address=`, `max_concurrent=`, `cpus_per_trial=`, `gpus_per_trial=`,
 `early_stop=`, `name=`, or any config key in dotted form (`**{"training.lr": 0.01}`).
 """
 
