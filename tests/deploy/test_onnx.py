@@ -51,8 +51,11 @@ def test_int8_quantization_and_accuracy(tmp_path):
     assert {"QuantizeLinear", "DequantizeLinear"} <= {
         n.op_type for n in onnx.load(str(int8)).graph.node
     }
-    labels = ort_logits(session(fp32), x.numpy()).argmax(1)
+    with torch.no_grad():  # the PyTorch model's classes: what both ONNX forms must give
+        labels = model(x).argmax(1).numpy()
     assert ort_accuracy(session(fp32), x.numpy(), labels) == 1.0
     assert ort_accuracy(session(int8), x.numpy(), labels) > 0.8
+    classes = ort_logits(session(fp32), x.numpy()).shape[1]
+    assert ort_accuracy(session(fp32), x.numpy(), (labels + 1) % classes) == 0.0  # it counts
     options = session(int8, threads=2).get_session_options()
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
