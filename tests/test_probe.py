@@ -2,7 +2,7 @@
 nesting, unknown and duplicate keys, aliases) and of a finished run's documents. The property:
 each is read as a config or a run, or refused with one UserError of a readable length; never
 another exception, and never a change to a run. `AUTOML_PROBE_EXAMPLES` sets how many
-examples each test draws (60 in `make test`; 2,000 for a deep probe)."""
+examples each test draws (40 in `make test`; 2,000 for a deep probe)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from automl.errors import UserError
 from automl.run.finished import open_search_run
 from tests.conftest import tiny_raw
 
-EXAMPLES = int(os.environ.get("AUTOML_PROBE_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("AUTOML_PROBE_EXAMPLES", "40"))
 PROBE = settings(
     max_examples=EXAMPLES,
     deadline=None,
