@@ -66,8 +66,9 @@ class OptunaController(Controller):
                     rejections.record(exc.reason)
                     continue
                 except TrialStopped as exc:  # counts toward the budget, as Optuna's pruned do
-                    trial_seconds += time.perf_counter() - t0
-                    self.time_budget.record(time.perf_counter() - t0)
+                    elapsed = time.perf_counter() - t0
+                    trial_seconds += elapsed
+                    self.time_budget.record(elapsed)
                     reason = (
                         f"stopped early by {self.config.search.early_stop} after epoch "
                         f"{exc.epoch} (val_accuracy {exc.val_accuracy:.4f})"
@@ -81,15 +82,17 @@ class OptunaController(Controller):
                     )
                     continue
                 except Exception as exc:  # a failed trial is recorded; the search goes on
-                    trial_seconds += time.perf_counter() - t0
-                    self.time_budget.record(time.perf_counter() - t0)
+                    elapsed = time.perf_counter() - t0
+                    trial_seconds += elapsed
+                    self.time_budget.record(elapsed)
                     trial.set_user_attr("error", studies.error_text(exc))
                     study.tell(trial, state=TrialState.FAIL)
                     on_records(studies.records(study))
                     failures.record(studies.error_text(exc))
                     continue
-                trial_seconds += time.perf_counter() - t0
-                self.time_budget.record(time.perf_counter() - t0)
+                elapsed = time.perf_counter() - t0
+                trial_seconds += elapsed
+                self.time_budget.record(elapsed)
                 trial.set_user_attr("result", result.model_dump())
                 broken = studies.tell_limits(trial, limits, result, was_trained=True)
                 on_complete(trial.number, arch, result, student_bytes(model, arch))
